@@ -1,0 +1,180 @@
+"""Settings: each declared once with its default and help line, read from the environment.
+
+`load_config(os.environ)` returns a frozen `Config` or raises `ConfigError` with one line
+naming the bad variable. `SETTINGS` is also what the README's configuration table lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number 0..65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("expected a number of at least 0")
+    return value
+
+
+def _bytes(text: str) -> int:
+    """A size in bytes: `5368709120`, `100MB` (powers of 1000) or `5GiB` (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:([KMGT])(i?)B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError("expected a size such as 104857600, 100MB or 5GiB")
+    number, unit, binary = match.groups()
+    if not unit:
+        return int(number)
+    return int(number) * (1024 if binary else 1000) ** ("KMGT".index(unit.upper()) + 1)
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    parse: Callable[[str], object]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PORT", "4000", _port, "HTTP, WebSocket and Socket.IO port"),
+    Setting("HOST", "0.0.0.0", _text, "address to listen on"),
+    Setting(
+        "DATABASE_URL", "", _text, "PostgreSQL URL; empty starts an embedded PostgreSQL in DATA_DIR"
+    ),
+    Setting(
+        "REDIS_URL",
+        "",
+        _text,
+        "Redis URL for the live-update bus; empty uses an in-process bus (one process only)",
+    ),
+    Setting("INFERENCE_URL", "http://localhost:8000", _text, "base URL of the inference engine"),
+    Setting("UPLOAD_DIR", "static/uploads", _text, "where videos and inference outputs are stored"),
+    Setting("DATA_DIR", "data", _text, "where the embedded PostgreSQL keeps its files"),
+    Setting("MAX_UPLOAD_BYTES", "5GiB", _bytes, "largest accepted video upload"),
+    Setting("MAX_COMPLETE_BYTES", "100MB", _bytes, "largest accepted `complete` callback body"),
+    Setting(
+        "CORS_ORIGIN",
+        "",
+        _origins,
+        "comma-separated allowed browser origins; empty allows any http://localhost:<port> "
+        "and http://127.0.0.1:<port>",
+    ),
+    Setting(
+        "CALLBACK_SECRET",
+        "",
+        _text,
+        "HMAC key the inference engine signs callbacks with; empty accepts unsigned callbacks",
+    ),
+    Setting(
+        "DISPATCH_MAX_ATTEMPTS",
+        "5",
+        _positive_int,
+        "hand-off attempts before a match is marked FAILED",
+    ),
+    Setting(
+        "DISPATCH_MAX_SECONDS",
+        "120",
+        _non_negative_float,
+        "longest time spent retrying one hand-off before a match is marked FAILED",
+    ),
+    Setting(
+        "DISPATCH_BACKOFF_SECONDS",
+        "2",
+        _non_negative_float,
+        "first retry delay; doubles each attempt, with jitter",
+    ),
+    Setting(
+        "DISPATCH_TIMEOUT_SECONDS",
+        "10",
+        _non_negative_float,
+        "how long one hand-off request to the inference engine may take",
+    ),
+    Setting(
+        "DISPATCH_POLL_SECONDS",
+        "5",
+        _non_negative_float,
+        "how often the dispatcher looks for due jobs when no notification wakes it",
+    ),
+    Setting(
+        "SHUTDOWN_GRACE_SECONDS",
+        "10",
+        _non_negative_float,
+        "how long in-flight requests may run after SIGTERM",
+    ),
+    Setting("DB_POOL_SIZE", "10", _positive_int, "PostgreSQL connections per process"),
+    Setting("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    port: int
+    host: str
+    database_url: str
+    redis_url: str
+    inference_url: str
+    upload_dir: str
+    data_dir: str
+    max_upload_bytes: int
+    max_complete_bytes: int
+    cors_origin: tuple[str, ...]
+    callback_secret: str
+    dispatch_max_attempts: int
+    dispatch_max_seconds: float
+    dispatch_backoff_seconds: float
+    dispatch_timeout_seconds: float
+    dispatch_poll_seconds: float
+    shutdown_grace_seconds: float
+    db_pool_size: int
+    log_level: str
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    values = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env, setting.default)
+        try:
+            values[setting.env.lower()] = setting.parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{setting.env}={raw!r}: {error}") from None
+    values["inference_url"] = values["inference_url"].rstrip("/")
+    return Config(**values)
