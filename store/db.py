@@ -52,7 +52,7 @@ class Connection:
     async def fetch_all(self, statement: ClauseElement) -> list[Row]:
         await self.execute(statement)
         names = [column.name for column in self._cursor.description]
-        return [dict(zip(names, values)) for values in await self._cursor.fetchall()]
+        return [dict(zip(names, values, strict=True)) for values in await self._cursor.fetchall()]
 
     async def fetch_one(self, statement: ClauseElement) -> Row | None:
         rows = await self.fetch_all(statement)
