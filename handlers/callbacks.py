@@ -1,7 +1,9 @@
 """The inference engine's callbacks: progress, live-event, tracking-update, complete.
 
 The engine ignores the answer's body; it only needs a fast 2xx (or the 4xx that says why
-its report was refused).
+its report was refused). With CALLBACK_SECRET set, each callback must be signed
+(`services.signing`); an unsigned or badly signed one is refused with 401 before anything
+is written.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import tornado.web
 
 from handlers.base import APIHandler
 from handlers.matches import UUID
+from services import signing
 from services.analysis import MatchNotFound, StaleRun
 
 # Bodies other than `complete` are small; `complete` is capped by MAX_COMPLETE_BYTES.
@@ -20,7 +23,7 @@ SMALL_BODY_BYTES = 1024 * 1024
 
 @tornado.web.stream_request_body
 class CallbackHandler(APIHandler):
-    """Checks the body's size and its run, and maps the service's refusals to 404 and 409.
+    """Checks the body's size, signature and run; maps the service's refusals to 404 and 409.
 
     The body is streamed so that each route sets its own size cap, and an oversize body is
     refused (413) from its Content-Length before it is read.
@@ -32,6 +35,8 @@ class CallbackHandler(APIHandler):
         return SMALL_BODY_BYTES
 
     def prepare(self) -> None:
+        if self.config.callback_secret:
+            self._refuse_unless(signing.check_timestamp, self.request.headers)
         limit = self.max_body_bytes()
         length = self.request.headers.get("Content-Length", "0")
         if length.isdigit() and int(length) > limit:
@@ -48,6 +53,10 @@ class CallbackHandler(APIHandler):
 
     async def post(self, match_id: str) -> None:
         self.request.body = b"".join(self._chunks)
+        if self.config.callback_secret:
+            self._refuse_unless(
+                signing.verify, self.config.callback_secret, self.request.body, self.request.headers
+            )
         body = self.json_body(self.schema_name)
         try:
             applied = await self.apply(match_id, self._run(body), body)
@@ -61,6 +70,14 @@ class CallbackHandler(APIHandler):
 
     async def apply(self, match_id: str, run: str | None, body: dict) -> bool | None:
         raise NotImplementedError
+
+    @staticmethod
+    def _refuse_unless(check, *args) -> None:
+        """Runs a `services.signing` check; its refusal becomes a 401 saying why."""
+        try:
+            check(*args)
+        except signing.InvalidSignature as error:
+            raise tornado.web.HTTPError(401, "%s", error) from None
 
     def _run(self, body: dict) -> str | None:
         """The analysis run the callback names (body `analysis_id` or `X-Analysis-Id`), if any."""

@@ -17,17 +17,19 @@ from datetime import UTC, datetime
 import aiopg
 import orjson
 import psycopg2
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from services.config import Config
 from services.live import LiveUpdates
 from store import jobs
-from store import matches as store_matches
 from store.db import Database, Row
 
 log = logging.getLogger(__name__)
 
+# Most jobs one process sends at the same time (and claims in one statement).
 BATCH = 64
+# A lease outlives the longest send by this much, so only a dead sender ever loses one.
 LEASE_MARGIN_SECONDS = 30.0
 
 
@@ -37,9 +39,10 @@ class Dispatcher:
         self.live = live
         self.config = config
         self.analyze_url = f"{config.inference_url}/api/v1/analyze"
+        self._lease_seconds = config.dispatch_timeout_seconds + LEASE_MARGIN_SECONDS
         self._http = AsyncHTTPClient(force_instance=True, max_clients=BATCH)
         self._wake = asyncio.Event()
-        self._sending: dict[str, asyncio.Task] = {}
+        self._sending: dict[str, tuple[Row, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -48,48 +51,62 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    async def stop(self) -> None:
-        """Stops claiming, and gives the jobs still being sent back to the queue."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stops claiming; sends under way get `grace` seconds, the rest go back to the queue.
+
+        Safe to call again: a stopped dispatcher has nothing left to stop.
+        """
         for task in self._tasks:
             task.cancel()
-        in_flight = dict(self._sending)
-        for task in in_flight.values():
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        sending = list(self._sending.values())
+        if sending and grace > 0:
+            await asyncio.wait([task for _, task in sending], timeout=grace)
+        unsent = [(job, task) for job, task in sending if not task.done()]
+        for _, task in unsent:
             task.cancel()
-        await asyncio.gather(*self._tasks, *in_flight.values(), return_exceptions=True)
-        with contextlib.suppress(psycopg2.Error, OSError):
-            async with self.db.connection() as conn:
-                await jobs.release(conn, list(in_flight))
+        await asyncio.gather(*(task for _, task in unsent), return_exceptions=True)
+        if unsent:
+            with contextlib.suppress(psycopg2.Error, OSError):
+                async with self.db.connection() as conn:
+                    await jobs.release(conn, [job for job, _ in unsent])
+            log.info("gave %d unsent job(s) back to the queue", len(unsent))
         self._http.close()
 
     async def _claim_loop(self) -> None:
         failing = False
         while True:
-            try:
-                async with self.db.connection() as conn:
-                    claimed = await jobs.claim_due(
-                        conn,
-                        BATCH - len(self._sending),
-                        self.config.dispatch_timeout_seconds + LEASE_MARGIN_SECONDS,
-                    )
-                    wait = None if claimed else await jobs.seconds_until_next_due(conn)
-                failing = False
-            except (psycopg2.Error, OSError) as error:
-                if not failing:
-                    log.warning("dispatcher cannot reach the database: %s", error)
-                failing, claimed, wait = True, [], self.config.dispatch_poll_seconds
-            for job in claimed:
-                self._sending[job["id"]] = asyncio.create_task(self._send(job))
-            if claimed and len(self._sending) < BATCH:
-                continue
+            wait = self.config.dispatch_poll_seconds
+            free = BATCH - len(self._sending)
+            if free > 0:
+                try:
+                    claimed, next_due = await self._claim(free)
+                    failing = False
+                except (psycopg2.Error, OSError) as error:
+                    if not failing:
+                        log.warning("dispatcher cannot reach the database: %s", error)
+                    failing, claimed, next_due = True, [], None
+                for job in claimed:
+                    self._sending[job["id"]] = (job, asyncio.create_task(self._send(job)))
+                if next_due is not None:
+                    wait = min(wait, next_due)
+            # With every slot busy, a finishing send wakes the loop.
             await self._sleep(wait)
 
-    async def _sleep(self, seconds: float | None) -> None:
-        """Until woken, a job falls due, a send slot frees up, or the poll interval passes."""
-        timeout = self.config.dispatch_poll_seconds
-        if seconds is not None:
-            timeout = min(timeout, seconds)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+    async def _claim(self, free: int) -> tuple[list[Row], float | None]:
+        """Claims up to `free` due jobs; when fewer were due, also when the next one is."""
+        async with self.db.connection() as conn:
+            claimed = await jobs.claim_due(conn, free, self._lease_seconds)
+            if len(claimed) == free:
+                return claimed, None
+            return claimed, await jobs.seconds_until_next_due(conn)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until woken, or `seconds` pass."""
+        if not self._wake.is_set() and seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
     async def _listen(self) -> None:
@@ -123,22 +140,19 @@ class Dispatcher:
                 raise_error=False,
             )
             if 200 <= response.code < 300:
-                await self._accepted(job)
+                async with self.db.connection() as conn:
+                    await jobs.finish_accepted(conn, job)
+                log.info(
+                    "match %s handed to inference (attempt %d)", job["match_id"], job["attempts"]
+                )
             else:
-                await self._failed_attempt(job, _describe_failure(response))
+                await self._failed_attempt(job, self._describe_failure(response))
         except (psycopg2.Error, OSError) as error:
+            # The job stays claimed: it is sent again when the lease runs out.
             log.warning("dispatch of match %s interrupted: %s", job["match_id"], error)
         finally:
             self._sending.pop(job["id"], None)
             self.wake()
-
-    async def _accepted(self, job: Row) -> None:
-        async with self.db.transaction() as conn:
-            if await jobs.finish(conn, job):
-                await store_matches.update_run(
-                    conn, job["match_id"], job["analysis_id"], "UPLOADED", status="PROCESSING"
-                )
-        log.info("match %s handed to inference (attempt %d)", job["match_id"], job["attempts"])
 
     async def _failed_attempt(self, job: Row, reason: str) -> None:
         attempts = job["attempts"]
@@ -156,24 +170,28 @@ class Dispatcher:
                 "match %s not handed over (%s); retry in %.1f s", job["match_id"], reason, delay
             )
             return
-        failure = f"{reason}, {attempts} attempt{'s' * (attempts != 1)} over {elapsed:.0f} s"
-        async with self.db.transaction() as conn:
-            if not await jobs.finish(conn, job):
-                return
-            failed = await store_matches.update_run(
-                conn, job["match_id"], job["analysis_id"], status="FAILED", failure_reason=failure
-            )
-        log.warning("match %s FAILED: %s", job["match_id"], failure)
+        failure = f"{reason}, {attempts} attempt{'s' * (attempts != 1)} over {_seconds(elapsed)}"
+        async with self.db.connection() as conn:
+            failed = await jobs.finish_failed(conn, job, failure)
         if failed:
+            log.warning("match %s FAILED: %s", job["match_id"], failure)
             await self.live.publish(
                 job["match_id"], "progress", {"matchId": job["match_id"], "progress": -1}
             )
 
+    def _describe_failure(self, response: HTTPResponse) -> str:
+        """Why a hand-off failed, for people: "inference engine unreachable at ...: ..."."""
+        if response.code != 599:
+            return f"inference engine at {self.analyze_url} answered HTTP {response.code}"
+        error = response.error
+        if isinstance(error, HTTPTimeoutError):
+            reason = f"no answer within {_seconds(self.config.dispatch_timeout_seconds)}"
+        elif isinstance(error, OSError) and error.strerror:
+            reason = error.strerror.lower()
+        else:
+            reason = str(error).lower()
+        return f"inference engine unreachable at {self.analyze_url}: {reason}"
 
-def _describe_failure(response) -> str:
-    if response.code == 599:
-        reason = str(response.error)
-        if "]" in reason:
-            reason = reason.split("]", 1)[1].strip()
-        return f"inference engine unreachable at {response.request.url}: {reason.lower()}"
-    return f"inference engine at {response.request.url} answered HTTP {response.code}"
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"

@@ -6,12 +6,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 
 from store.db import Connection, Row
 from store.tables import dispatch_jobs, matches
 
-# Postgres NOTIFY channel that wakes every process's dispatcher when a job is written.
+# Postgres NOTIFY channel that wakes every process's dispatcher when a job is written. The
+# payload is always empty, so Postgres folds the notifications of one transaction into one.
 CHANNEL = "dispatch_jobs"
 
 
@@ -19,16 +20,12 @@ async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) ->
     """Makes a new analysis run the match's current one and queues its hand-off.
 
     Call inside the transaction that changes the match, so that the job exists exactly when
-    the change does. A job of an earlier run that no process is sending right now is dropped,
-    so a reanalyze while queued hands the video over once.
+    the change does. Jobs of earlier runs are dropped: a reanalyze while a job is queued
+    hands the video over once, and an old job being sent right now is finished by its sender
+    without touching the match (its run is no longer current).
     """
     analysis_id = str(uuid.uuid4())
-    await conn.execute(
-        delete(dispatch_jobs).where(
-            dispatch_jobs.c.match_id == match_id,
-            _unclaimed(),
-        )
-    )
+    await conn.execute(delete(dispatch_jobs).where(dispatch_jobs.c.match_id == match_id))
     await conn.execute(
         update(matches).where(matches.c.id == match_id).values(analysis_id=analysis_id)
     )
@@ -39,7 +36,7 @@ async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) ->
             payload={**payload, "match_id": match_id, "analysis_id": analysis_id},
         )
     )
-    await conn.execute(select(func.pg_notify(CHANNEL, cast(match_id, Text))))
+    await conn.execute(select(func.pg_notify(CHANNEL, "")))
     return analysis_id
 
 
@@ -47,10 +44,7 @@ async def claim_due(conn: Connection, limit: int, lease_seconds: float) -> list[
     """Leases up to `limit` due jobs to the caller; other processes skip them until it ends."""
     due = (
         select(dispatch_jobs.c.id)
-        .where(
-            dispatch_jobs.c.next_attempt_at <= func.now(),
-            _unclaimed(),
-        )
+        .where(dispatch_jobs.c.next_attempt_at <= func.now(), _unclaimed())
         .order_by(dispatch_jobs.c.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -72,14 +66,22 @@ async def seconds_until_next_due(conn: Connection) -> float | None:
     A claimed job falls due again when its lease runs out (its sender may have died).
     """
     due_at = func.greatest(dispatch_jobs.c.next_attempt_at, dispatch_jobs.c.claimed_until)
-    return await conn.fetch_value(
-        select(func.greatest(literal(0.0), func.extract("epoch", func.min(due_at) - func.now())))
+    seconds = await conn.fetch_value(select(func.extract("epoch", func.min(due_at) - func.now())))
+    return None if seconds is None else max(float(seconds), 0.0)
+
+
+async def finish_accepted(conn: Connection, job: Row) -> None:
+    """Removes a job the engine accepted; its match, still waiting on this run, is PROCESSING."""
+    await conn.execute(_finish(job, matches.c.status == "UPLOADED", status="PROCESSING"))
+
+
+async def finish_failed(conn: Connection, job: Row, reason: str) -> bool:
+    """Removes a job given up on and marks its run FAILED; False if the run is not current."""
+    return bool(
+        await conn.execute(
+            _finish(job, matches.c.status != "COMPLETED", status="FAILED", failure_reason=reason)
+        )
     )
-
-
-async def finish(conn: Connection, job: Row) -> bool:
-    """Removes a job that was handled; False if it was no longer ours (lease lost)."""
-    return bool(await conn.execute(delete(dispatch_jobs).where(_still_ours(job))))
 
 
 async def retry_later(conn: Connection, job: Row, delay_seconds: float, error: str) -> None:
@@ -94,14 +96,40 @@ async def retry_later(conn: Connection, job: Row, delay_seconds: float, error: s
     )
 
 
-async def release(conn: Connection, job_ids: list[str]) -> None:
-    """Gives claimed jobs back (on shutdown) so another process sends them at once."""
-    if job_ids:
+async def release(conn: Connection, claimed: list[Row]) -> None:
+    """Gives claimed jobs back unsent (on shutdown) so that any process sends them at once."""
+    if claimed:
         await conn.execute(
             update(dispatch_jobs)
-            .where(dispatch_jobs.c.id.in_(job_ids))
+            .where(
+                tuple_(dispatch_jobs.c.id, dispatch_jobs.c.claimed_until).in_(
+                    [(job["id"], job["claimed_until"]) for job in claimed]
+                )
+            )
             .values(claimed_until=None, attempts=dispatch_jobs.c.attempts - 1)
         )
+
+
+def _finish(job: Row, condition, **values: Any):
+    """One statement: delete the job if still ours, and update its match if that run is current.
+
+    A job whose lease was lost (another process claims it now) changes nothing.
+    """
+    done = (
+        delete(dispatch_jobs)
+        .where(_still_ours(job))
+        .returning(dispatch_jobs.c.match_id, dispatch_jobs.c.analysis_id)
+        .cte("done")
+    )
+    return (
+        update(matches)
+        .where(
+            matches.c.id == done.c.match_id,
+            matches.c.analysis_id == done.c.analysis_id,
+            condition,
+        )
+        .values(updated_at=func.now(), **values)
+    )
 
 
 def _unclaimed():

@@ -108,20 +108,6 @@ async def update_match(conn: Connection, match_id: str, **values: Any) -> Row | 
     )
 
 
-async def update_run(
-    conn: Connection,
-    match_id: str,
-    analysis_id: str,
-    only_if_status: str | None = None,
-    **values: Any,
-) -> int:
-    """Updates the match only while `analysis_id` is its current run; returns rows changed."""
-    query = update(matches).where(matches.c.id == match_id, matches.c.analysis_id == analysis_id)
-    if only_if_status is not None:
-        query = query.where(matches.c.status == only_if_status)
-    return await conn.execute(query.values(updated_at=func.now(), **values))
-
-
 async def delete_match(conn: Connection, match_id: str) -> Row | None:
     """Deletes the match and (by cascade) its results and jobs; returns the deleted row."""
     return await conn.fetch_one(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -139,3 +140,16 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def create_match(http_client, base_url):
+    """Creates a match through URL intake (which queues its hand-off); returns the Match."""
+
+    async def create(url: str = "https://videos.test/match.mp4") -> dict:
+        response = await http_client.fetch(
+            base_url + "/matches/youtube", method="POST", body=json.dumps({"url": url})
+        )
+        return json.loads(response.body)
+
+    return create

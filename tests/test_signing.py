@@ -1,0 +1,185 @@
+"""Signed callbacks: with CALLBACK_SECRET set, only callbacks signed with it are applied."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from services import signing
+from store import matches as store_matches
+
+SECRET = "s3cret-shared-with-the-engine"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+def config(config):
+    return config.replace(callback_secret=SECRET)
+
+
+async def post(http_client, url: str, body: bytes, headers: dict[str, str]):
+    """The callback's answer, error or not."""
+    try:
+        return await http_client.fetch(url, method="POST", body=body, headers=headers)
+    except HTTPClientError as error:
+        return error.response
+
+
+async def stored(db, match_id: str) -> dict:
+    async with db.connection() as conn:
+        return await store_matches.get_match(conn, match_id)
+
+
+def assert_refused(response, reason: str) -> None:
+    assert response.code == 401
+    error = json.loads(response.body)
+    assert error["statusCode"] == 401
+    assert error["error"] == "Unauthorized"
+    assert reason in error["message"]
+
+
+def test_sign_then_verify_round_trip():
+    """Guards against the two halves disagreeing on the signed message's format."""
+    body = b'{"progress": 40}'
+    headers = signing.sign(SECRET, body, timestamp=1_767_225_600)
+    assert headers["X-Matcha-Timestamp"] == "1767225600"
+    assert headers["X-Matcha-Signature"].startswith("sha256=")
+    signing.verify(SECRET, body, headers, now=1_767_225_600 + 299)
+
+
+def test_signature_is_hmac_of_timestamp_dot_body():
+    """The engine implements the same format independently: it must be exactly this."""
+    import hashlib
+    import hmac
+
+    expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+    assert signing.sign("k", b"{}", 1_700_000_000)["X-Matcha-Signature"] == f"sha256={expected}"
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "headers are required"),
+        ({"X-Matcha-Timestamp": "1767225600"}, "headers are required"),
+        ({"X-Matcha-Timestamp": "soon", "X-Matcha-Signature": "sha256=00"}, "unix seconds"),
+        ({"X-Matcha-Timestamp": "1767225000", "X-Matcha-Signature": "sha256=00"}, "from server"),
+        ({"X-Matcha-Timestamp": "1767225600", "X-Matcha-Signature": "sha256=00"}, "not match"),
+    ],
+)
+def test_verify_says_why_it_refuses(headers, reason):
+    with pytest.raises(signing.InvalidSignature, match=reason):
+        signing.verify(SECRET, b"{}", headers, now=1_767_225_600)
+
+
+@pytest.mark.gen_test
+async def test_valid_signature_is_applied(http_client, base_url, create_match, db):
+    match = await create_match()
+    body = json.dumps({"progress": 40, "stage": "detecting"}).encode()
+    response = await post(
+        http_client, f"{base_url}/matches/{match['id']}/progress", body, signing.sign(SECRET, body)
+    )
+    assert response.code == 201
+    assert (await stored(db, match["id"]))["progress"] == 40
+
+
+@pytest.mark.gen_test
+async def test_missing_signature_is_refused(http_client, base_url, create_match, db):
+    """Guards against today's unsigned engine writing once a secret is configured."""
+    match = await create_match()
+    response = await post(
+        http_client, f"{base_url}/matches/{match['id']}/progress", b'{"progress": 40}', {}
+    )
+    assert_refused(response, "X-Matcha-Timestamp and X-Matcha-Signature headers are required")
+    assert (await stored(db, match["id"]))["progress"] == 0
+
+
+@pytest.mark.gen_test
+async def test_wrong_secret_is_refused(http_client, base_url, create_match, db):
+    match = await create_match()
+    body = json.dumps({"events": [{"timestamp": 1, "type": "GOAL"}]}).encode()
+    response = await post(
+        http_client,
+        f"{base_url}/matches/{match['id']}/complete",
+        body,
+        signing.sign("not-the-secret", body),
+    )
+    assert_refused(response, "does not match")
+    assert (await stored(db, match["id"]))["status"] != "COMPLETED"
+
+
+@pytest.mark.gen_test
+async def test_old_timestamp_is_refused(http_client, base_url, create_match, db):
+    """A captured request replayed ten minutes later must not be applied."""
+    match = await create_match()
+    body = b'{"progress": 40}'
+    headers = signing.sign(SECRET, body, timestamp=int(time.time()) - 600)
+    response = await post(http_client, f"{base_url}/matches/{match['id']}/progress", body, headers)
+    assert_refused(response, "from server time")
+    assert (await stored(db, match["id"]))["progress"] == 0
+
+
+@pytest.mark.gen_test
+async def test_signature_replayed_on_another_match_is_refused(
+    http_client, base_url, create_match, db
+):
+    """A valid signature copied onto another match's URL with another body is worthless."""
+    first, second = await create_match(), await create_match()
+    body = json.dumps({"events": [{"timestamp": 1, "type": "GOAL"}]}).encode()
+    headers = signing.sign(SECRET, body)
+    response = await post(http_client, f"{base_url}/matches/{first['id']}/complete", body, headers)
+    assert response.code == 201
+
+    forged = json.dumps({"events": [], "summary": "forged"}).encode()
+    response = await post(
+        http_client, f"{base_url}/matches/{second['id']}/complete", forged, headers
+    )
+    assert_refused(response, "does not match")
+    second_row = await stored(db, second["id"])
+    assert second_row["status"] != "COMPLETED"
+    assert second_row["summary"] is None
+
+
+def test_command_line_signs_with_the_standard_library_only(tmp_path):
+    """The engine runs the helper without this service's packages: `-I -S` hides them."""
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(b'{"progress": 7}')
+    script = ROOT / "services" / "signing.py"
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(script), "--secret", SECRET, str(body_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    headers = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    signing.verify(SECRET, b'{"progress": 7}', headers)
+
+
+def test_command_line_prints_a_curl_command(tmp_path):
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(b"{}")
+    url = "http://localhost:4000/matches/x/progress"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.signing",
+            "--secret",
+            SECRET,
+            "--curl",
+            url,
+            str(body_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert result.stdout.startswith("curl -X POST")
+    assert "-H 'X-Matcha-Signature: sha256=" in result.stdout
+    assert f"--data-binary @{body_file}" in result.stdout
