@@ -1,7 +1,9 @@
 """Matcha orchestrator: `python orchestrator.py [serve|migrate]`.
 
 Reads the configuration from the environment, opens the shared resources (database, bus,
-dispatcher), builds the Tornado application and serves it until SIGTERM or SIGINT.
+dispatcher), builds the Tornado application and serves it until SIGTERM or SIGINT, then shuts
+down gracefully: no new connections, requests in flight get SHUTDOWN_GRACE_SECONDS to finish,
+jobs being handed to inference are finished or given back to the queue, and the exit code is 0.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
-import tornado.httpserver
 import tornado.web
 
 from handlers import callbacks, health, matches
 from handlers.base import NotFoundHandler, with_api_prefix
+from handlers.server import DrainingHTTPServer
 from services.analysis import Analysis
 from services.bus import LocalBus
 from services.config import Config, ConfigError, load_config
@@ -87,18 +89,37 @@ async def serve(config: Config) -> None:
     os.makedirs(config.upload_dir, exist_ok=True)
     dsn = await asyncio.get_running_loop().run_in_executor(None, resolve_database_url, config)
     async with open_services(config, dsn) as services:
-        app = make_app(config, services)
-        server = tornado.httpserver.HTTPServer(app, xheaders=True)
+        server = DrainingHTTPServer(make_app(config, services), xheaders=True)
         server.listen(config.port, config.host)
         log.info("listening on %s:%d", config.host, config.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        log.info("shutting down")
-        server.stop()
-        await server.close_all_connections()
+        if not config.callback_secret:
+            log.warning("CALLBACK_SECRET is not set: inference callbacks are accepted unsigned")
+        signum = await _stop_signal()
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        await shut_down(server, services, config.shutdown_grace_seconds)
+    log.info("stopped")
+
+
+async def _stop_signal() -> int:
+    """Waits for SIGTERM or SIGINT; returns which came."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[int] = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        if not received.done():
+            received.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return await received
+
+
+async def shut_down(server: DrainingHTTPServer, services: Services, grace: float) -> None:
+    """Stops accepting, lets requests and hand-offs in flight finish within `grace` seconds."""
+    unfinished, _ = await asyncio.gather(server.drain(grace), services.dispatcher.stop(grace))
+    if unfinished:
+        log.warning("closing %d request(s) still running after %.0f s", unfinished, grace)
+    await server.close_all_connections()
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import aiopg
 import orjson
 import psycopg2
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from services.config import Config
@@ -129,30 +129,44 @@ class Dispatcher:
 
     async def _send(self, job: Row) -> None:
         try:
-            response = await self._http.fetch(
-                HTTPRequest(
-                    self.analyze_url,
-                    method="POST",
-                    headers={"Content-Type": "application/json"},
-                    body=orjson.dumps(job["payload"]),
-                    request_timeout=self.config.dispatch_timeout_seconds,
-                ),
-                raise_error=False,
-            )
-            if 200 <= response.code < 300:
+            failure = await self._post(job)
+            if failure is None:
                 async with self.db.connection() as conn:
                     await jobs.finish_accepted(conn, job)
                 log.info(
                     "match %s handed to inference (attempt %d)", job["match_id"], job["attempts"]
                 )
             else:
-                await self._failed_attempt(job, self._describe_failure(response))
+                await self._failed_attempt(job, failure)
         except (psycopg2.Error, OSError) as error:
             # The job stays claimed: it is sent again when the lease runs out.
             log.warning("dispatch of match %s interrupted: %s", job["match_id"], error)
         finally:
             self._sending.pop(job["id"], None)
             self.wake()
+
+    async def _post(self, job: Row) -> str | None:
+        """Sends the job; None when the engine accepted it, else why not, for people."""
+        request = HTTPRequest(
+            self.analyze_url,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            body=orjson.dumps(job["payload"]),
+            request_timeout=self.config.dispatch_timeout_seconds,
+        )
+        try:
+            response = await self._http.fetch(request, raise_error=False)
+        except HTTPTimeoutError:
+            reason = f"no answer within {_seconds(self.config.dispatch_timeout_seconds)}"
+        except OSError as error:
+            reason = (error.strerror or str(error)).lower()
+        except HTTPClientError as error:
+            reason = error.message.lower()
+        else:
+            if 200 <= response.code < 300:
+                return None
+            return f"inference engine at {self.analyze_url} answered HTTP {response.code}"
+        return f"inference engine unreachable at {self.analyze_url}: {reason}"
 
     async def _failed_attempt(self, job: Row, reason: str) -> None:
         attempts = job["attempts"]
@@ -174,23 +188,9 @@ class Dispatcher:
         async with self.db.connection() as conn:
             failed = await jobs.finish_failed(conn, job, failure)
         if failed:
-            log.warning("match %s FAILED: %s", job["match_id"], failure)
-            await self.live.publish(
-                job["match_id"], "progress", {"matchId": job["match_id"], "progress": -1}
-            )
-
-    def _describe_failure(self, response: HTTPResponse) -> str:
-        """Why a hand-off failed, for people: "inference engine unreachable at ...: ..."."""
-        if response.code != 599:
-            return f"inference engine at {self.analyze_url} answered HTTP {response.code}"
-        error = response.error
-        if isinstance(error, HTTPTimeoutError):
-            reason = f"no answer within {_seconds(self.config.dispatch_timeout_seconds)}"
-        elif isinstance(error, OSError) and error.strerror:
-            reason = error.strerror.lower()
-        else:
-            reason = str(error).lower()
-        return f"inference engine unreachable at {self.analyze_url}: {reason}"
+            match_id = str(job["match_id"])
+            log.warning("match %s FAILED: %s", match_id, failure)
+            await self.live.publish(match_id, "progress", {"matchId": match_id, "progress": -1})
 
 
 def _seconds(seconds: float) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import media
+from services import faults, media
 from services.live import LiveUpdates
 from store import jobs
 from store import matches as store_matches
@@ -25,26 +25,19 @@ class Matches:
         self, stored_name: str, original_name: str | None, title: str | None
     ) -> Row:
         """Records an uploaded video (already in place in UPLOAD_DIR) and queues its analysis."""
-        async with self.db.transaction() as conn:
-            match = await store_matches.insert_match(
-                conn,
-                stored_name=stored_name,
-                original_name=original_name,
-                title=title,
-                upload_url=media.upload_url(stored_name),
-            )
-            match["analysis_id"] = await jobs.start_run(conn, match["id"], self._job(match))
-        return match
+        return await self._create(
+            stored_name=stored_name,
+            original_name=original_name,
+            title=title,
+            upload_url=media.upload_url(stored_name),
+        )
 
     async def create_from_url(
         self, url: str, start_time: float | None, end_time: float | None, title: str | None
     ) -> Row:
-        async with self.db.transaction() as conn:
-            match = await store_matches.insert_match(
-                conn, upload_url=url, start_time=start_time, end_time=end_time, title=title
-            )
-            match["analysis_id"] = await jobs.start_run(conn, match["id"], self._job(match))
-        return match
+        return await self._create(
+            upload_url=url, start_time=start_time, end_time=end_time, title=title
+        )
 
     async def reanalyze(self, match_id: str) -> Row | None:
         """Drops the previous results and hands the same video over again as a new run."""
@@ -82,6 +75,14 @@ class Matches:
             ],
         )
         return True
+
+    async def _create(self, **values: Any) -> Row:
+        """Inserts a match and its dispatch job in one transaction."""
+        async with self.db.transaction() as conn:
+            match = await store_matches.insert_match(conn, **values)
+            match["analysis_id"] = await jobs.start_run(conn, match["id"], self._job(match))
+        faults.crash_point("after-match-commit")
+        return match
 
     def _job(self, match: Row) -> dict[str, Any]:
         """What the inference engine is sent: the file's absolute path, or the remote URL."""

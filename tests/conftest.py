@@ -19,12 +19,15 @@ import pytest
 import tornado.httpserver
 import tornado.web
 from psycopg2 import sql
+from tornado.httpclient import AsyncHTTPClient
 
 from orchestrator import make_app, open_services
 from services.config import load_config
 from store import migrate
+from store.db import Database
 from store.embedded import start_embedded_postgres
 from tests.fake_inference import FakeInference
+from tests.server_process import ServerProcess
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_MP4 = DATA / "sample.mp4"
@@ -94,18 +97,77 @@ def upload_dir(tmp_path) -> Path:
     return path
 
 
+def settings_env(request, **values: str) -> dict[str, str]:
+    """Test settings as environment variables: fast retries, plus the test's `env` markers.
+
+    `@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")` on a test or module changes a setting.
+    """
+    env = {
+        "DISPATCH_BACKOFF_SECONDS": "0.05",
+        "DISPATCH_POLL_SECONDS": "1",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        "LOG_LEVEL": "WARNING",
+        **values,
+    }
+    for marker in reversed(list(request.node.iter_markers("env"))):
+        env.update(marker.kwargs)
+    return env
+
+
 @pytest.fixture
-def config(database_url, inference, upload_dir):
+def config(request, database_url, inference, upload_dir):
     return load_config(
-        {
-            "DATABASE_URL": database_url,
-            "INFERENCE_URL": inference.url,
-            "UPLOAD_DIR": str(upload_dir),
-            "DISPATCH_BACKOFF_SECONDS": "0.05",
-            "DISPATCH_POLL_SECONDS": "1",
-            "LOG_LEVEL": "WARNING",
-        }
+        settings_env(
+            request,
+            DATABASE_URL=database_url,
+            INFERENCE_URL=inference.url,
+            UPLOAD_DIR=str(upload_dir),
+        )
     )
+
+
+@pytest.fixture
+def start_server(request, database_url, inference, upload_dir, tmp_path):
+    """Starts `python orchestrator.py` children on the test's database and fake engine.
+
+    `await start_server(LOG_LEVEL="INFO")` returns a healthy `ServerProcess`; keyword
+    arguments are settings. Every child still running at teardown is killed.
+    """
+    children: list[ServerProcess] = []
+
+    async def start(**env: str) -> ServerProcess:
+        child = ServerProcess(
+            settings_env(
+                request,
+                DATABASE_URL=database_url,
+                INFERENCE_URL=inference.url,
+                UPLOAD_DIR=str(upload_dir),
+                **env,
+            ),
+            tmp_path / f"server-{len(children)}.log",
+        )
+        children.append(child)
+        return await child.started()
+
+    yield start
+    for child in children:
+        child.kill()
+
+
+@pytest.fixture
+def database(io_loop, database_url) -> Database:
+    """The test database's pool alone, with no dispatcher: for tests whose servers are processes."""
+    opened = io_loop.run_sync(lambda: Database.connect(database_url, size=2))
+    yield opened
+    io_loop.run_sync(opened.close)
+
+
+@pytest.fixture
+def client(io_loop) -> AsyncHTTPClient:
+    """An HTTP client for servers outside the test's app (child processes)."""
+    opened = AsyncHTTPClient(force_instance=True, max_clients=50)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import socket
 
@@ -14,7 +15,8 @@ class FakeInference:
     """`POST /api/v1/analyze` recorder.
 
     `refuse_next(n, status)` makes the next n jobs fail with that status (503 by default);
-    `wait_for_jobs(n)` waits until n jobs were accepted.
+    `hold()` keeps every answer back until `let_go()`; `wait_for_jobs(n)` waits until n jobs
+    were accepted; `assert_each_once(ids)` checks that exactly those matches were sent, once.
     """
 
     def __init__(self) -> None:
@@ -22,6 +24,8 @@ class FakeInference:
         self.refusals: list[int] = []
         self.attempts = 0
         self._changed = asyncio.Condition()
+        self._answering = asyncio.Event()
+        self._answering.set()
         self._server: tornado.httpserver.HTTPServer | None = None
         self.port = 0
 
@@ -41,6 +45,7 @@ class FakeInference:
         self._server.add_sockets([sock])
 
     async def stop(self) -> None:
+        self.let_go()
         if self._server is not None:
             self._server.stop()
             await self._server.close_all_connections()
@@ -49,9 +54,19 @@ class FakeInference:
     def refuse_next(self, count: int, status: int = 503) -> None:
         self.refusals.extend([status] * count)
 
+    def hold(self) -> None:
+        self._answering.clear()
+
+    def let_go(self) -> None:
+        self._answering.set()
+
     async def record(self, job: dict) -> int:
+        """Counts the attempt at once; answers (and keeps the job if accepted) when not held."""
         async with self._changed:
             self.attempts += 1
+            self._changed.notify_all()
+        await self._answering.wait()
+        async with self._changed:
             status = self.refusals.pop(0) if self.refusals else 202
             if status < 300:
                 self.jobs.append(job)
@@ -66,6 +81,15 @@ class FakeInference:
     async def wait_for_attempts(self, count: int, timeout: float = 10.0) -> None:
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(lambda: self.attempts >= count), timeout)
+
+    def assert_each_once(self, match_ids: list[str]) -> None:
+        """Every match in `match_ids` was accepted exactly once, and no other."""
+        sent = collections.Counter(job["match_id"] for job in self.jobs)
+        duplicates = {match_id: count for match_id, count in sent.items() if count > 1}
+        assert not duplicates, f"sent more than once: {duplicates}"
+        assert set(sent) == set(match_ids), (
+            f"missing: {set(match_ids) - set(sent)}, unexpected: {set(sent) - set(match_ids)}"
+        )
 
 
 class _AnalyzeHandler(tornado.web.RequestHandler):

@@ -17,10 +17,7 @@ from store import matches as store_matches
 SECRET = "s3cret-shared-with-the-engine"
 ROOT = Path(__file__).parent.parent
 
-
-@pytest.fixture
-def config(config):
-    return config.replace(callback_secret=SECRET)
+pytestmark = pytest.mark.env(CALLBACK_SECRET=SECRET)
 
 
 async def post(http_client, url: str, body: bytes, headers: dict[str, str]):

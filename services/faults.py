@@ -1,0 +1,19 @@
+"""Crash points for durability tests: `MATCHA_CRASH_AT=<point>` kills the process there.
+
+Only tests set the variable. Each point is named after the moment it stands for:
+
+- `after-match-commit`: a new match and its dispatch job are committed, nothing is sent yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_AT_ENV = "MATCHA_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Dies at once, as `kill -9` would, when MATCHA_CRASH_AT names this point."""
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

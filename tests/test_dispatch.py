@@ -1,0 +1,126 @@
+"""Hand-off to the inference engine: retries, giving up with a reason, runs sent once."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.queries import match_row, queue_is_empty, queued_jobs
+
+
+@pytest.mark.gen_test
+async def test_job_names_the_current_run(create_match, inference, db):
+    """The engine gets the run id that its callbacks must name."""
+    match = await create_match("https://videos.test/a.mp4")
+    [job] = await inference.wait_for_jobs(1)
+    assert job == {
+        "match_id": match["id"],
+        "analysis_id": match["analysisId"],
+        "video_url": "https://videos.test/a.mp4",
+    }
+    await wait_until(lambda: queue_is_empty(db))
+    assert (await match_row(db, match["id"]))["status"] == "PROCESSING"
+
+
+@pytest.mark.gen_test
+async def test_refused_hand_off_is_retried(create_match, inference, db):
+    inference.refuse_next(2, status=503)
+    match = await create_match()
+    [job] = await inference.wait_for_jobs(1)
+    assert job["match_id"] == match["id"]
+    assert inference.attempts == 3
+    await wait_until(lambda: queue_is_empty(db))
+
+
+@pytest.mark.gen_test
+@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")
+async def test_engine_down_past_the_retry_limit_fails_the_match(
+    create_match, inference, db, services, http_client, base_url
+):
+    """Guards against a match waiting forever, or failing without saying why."""
+    announced = []
+    services.live.bus.subscribe(lambda match_id, message: announced.append((match_id, message)))
+    await inference.stop()
+    match = await create_match()
+
+    row = await wait_until(
+        lambda: _row_with_status(db, match["id"], "FAILED"), timeout=10, interval=0.02
+    )
+    assert re.fullmatch(
+        rf"inference engine unreachable at {re.escape(inference.url)}/api/v1/analyze: "
+        r"connection refused, 3 attempts over \d+(\.\d)? s",
+        row["failure_reason"],
+    ), row["failure_reason"]
+    assert await queue_is_empty(db)
+    assert (
+        match["id"],
+        {"event": "progress", "data": {"matchId": match["id"], "progress": -1}},
+    ) in (announced)
+    detail = json.loads((await http_client.fetch(f"{base_url}/matches/{match['id']}")).body)
+    assert detail["status"] == "FAILED"
+    assert detail["failureReason"] == row["failure_reason"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")
+async def test_engine_answering_errors_past_the_limit_says_so(create_match, inference, db):
+    inference.refuse_next(3, status=500)
+    match = await create_match()
+    row = await wait_until(lambda: _row_with_status(db, match["id"], "FAILED"))
+    assert row["failure_reason"] == (
+        f"inference engine at {inference.url}/api/v1/analyze answered HTTP 500, "
+        f"3 attempts over {row['failure_reason'].rsplit(' over ', 1)[1]}"
+    )
+
+
+@pytest.mark.gen_test
+@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="10")
+async def test_engine_coming_up_during_retries_gets_the_job(create_match, inference, db):
+    await inference.stop()
+    match = await create_match()
+    await wait_until(lambda: _attempted(db, match["id"], 2))
+
+    await inference.start()
+    [job] = await inference.wait_for_jobs(1)
+    assert job["match_id"] == match["id"]
+    await wait_until(lambda: queue_is_empty(db))
+    row = await match_row(db, match["id"])
+    assert row["status"] == "PROCESSING"
+    assert row["failure_reason"] is None
+
+
+@pytest.mark.gen_test
+@pytest.mark.env(DISPATCH_BACKOFF_SECONDS="0.5")
+async def test_reanalyze_while_queued_sends_once(
+    create_match, inference, db, http_client, base_url
+):
+    """The queued job of the first run is replaced, not sent alongside the new one."""
+    inference.refuse_next(1)
+    match = await create_match()
+    await wait_until(lambda: _attempted(db, match["id"], 1, claimed=False))
+
+    await http_client.fetch(f"{base_url}/matches/{match['id']}/reanalyze", method="POST", body="")
+    new_run = str((await match_row(db, match["id"]))["analysis_id"])
+    assert new_run != match["analysisId"]
+    await wait_until(lambda: queue_is_empty(db))
+    inference.assert_each_once([match["id"]])
+    assert inference.jobs[0]["analysis_id"] == new_run
+    assert inference.attempts == 2
+
+
+async def _row_with_status(db, match_id: str, status: str):
+    row = await match_row(db, match_id)
+    return row if row["status"] == status else None
+
+
+async def _attempted(db, match_id: str, attempts: int, claimed: bool | None = None) -> bool:
+    """The match's job was tried at least `attempts` times (and is, or is not, being sent)."""
+    jobs = await queued_jobs(db, match_id)
+    return (
+        bool(jobs)
+        and jobs[0]["attempts"] >= attempts
+        and (claimed is None or (jobs[0]["claimed_until"] is not None) == claimed)
+    )
