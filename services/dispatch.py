@@ -44,6 +44,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._sending: dict[str, tuple[Row, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
+        # Checked by the loops as well as cancelling them: aiopg (on Python 3.11) can swallow
+        # a cancellation that arrives just as its query completes.
+        self._stopping = False
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._listen())]
@@ -56,6 +59,8 @@ class Dispatcher:
 
         Safe to call again: a stopped dispatcher has nothing left to stop.
         """
+        self._stopping = True
+        self.wake()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -76,7 +81,7 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         failing = False
-        while True:
+        while not self._stopping:
             wait = self.config.dispatch_poll_seconds
             free = BATCH - len(self._sending)
             if free > 0:
@@ -112,14 +117,14 @@ class Dispatcher:
     async def _listen(self) -> None:
         """Wakes the claim loop on every NOTIFY; reconnects with backoff if the link drops."""
         delay = 0.5
-        while True:
+        while not self._stopping:
             try:
                 async with aiopg.connect(self.db.dsn, enable_hstore=False) as conn:
                     async with conn.cursor() as cursor:
                         await cursor.execute(f"LISTEN {jobs.CHANNEL}")
                     delay = 0.5
                     self.wake()
-                    while True:
+                    while not self._stopping:
                         await conn.notifies.get()
                         self.wake()
             except (psycopg2.Error, OSError) as error:
