@@ -126,6 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
         "how long one hand-off request to the inference engine may take",
     ),
     Setting(
+        "DISPATCH_LEASE_SECONDS",
+        "40",
+        _non_negative_float,
+        "how long a job being handed over is reserved for its process; longer than "
+        "DISPATCH_TIMEOUT_SECONDS. A job whose process died is sent again after this",
+    ),
+    Setting(
         "DISPATCH_POLL_SECONDS",
         "5",
         _non_negative_float,
@@ -159,6 +166,7 @@ class Config:
     dispatch_max_seconds: float
     dispatch_backoff_seconds: float
     dispatch_timeout_seconds: float
+    dispatch_lease_seconds: float
     dispatch_poll_seconds: float
     shutdown_grace_seconds: float
     db_pool_size: int
@@ -177,4 +185,9 @@ def load_config(env: Mapping[str, str]) -> Config:
         except ValueError as error:
             raise ConfigError(f"{setting.env}={raw!r}: {error}") from None
     values["inference_url"] = values["inference_url"].rstrip("/")
+    if values["dispatch_lease_seconds"] <= values["dispatch_timeout_seconds"]:
+        raise ConfigError(
+            "DISPATCH_LEASE_SECONDS: must be longer than DISPATCH_TIMEOUT_SECONDS, or a slow "
+            "hand-off could be sent twice"
+        )
     return Config(**values)

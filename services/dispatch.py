@@ -20,6 +20,7 @@ import psycopg2
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import HTTPTimeoutError
 
+from services import faults
 from services.config import Config
 from services.live import LiveUpdates
 from store import jobs
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 # Most jobs one process sends at the same time (and claims in one statement).
 BATCH = 64
-# A lease outlives the longest send by this much, so only a dead sender ever loses one.
-LEASE_MARGIN_SECONDS = 30.0
 
 
 class Dispatcher:
@@ -39,7 +38,6 @@ class Dispatcher:
         self.live = live
         self.config = config
         self.analyze_url = f"{config.inference_url}/api/v1/analyze"
-        self._lease_seconds = config.dispatch_timeout_seconds + LEASE_MARGIN_SECONDS
         self._http = AsyncHTTPClient(force_instance=True, max_clients=BATCH)
         self._wake = asyncio.Event()
         self._sending: dict[str, tuple[Row, asyncio.Task]] = {}
@@ -102,7 +100,7 @@ class Dispatcher:
     async def _claim(self, free: int) -> tuple[list[Row], float | None]:
         """Claims up to `free` due jobs; when fewer were due, also when the next one is."""
         async with self.db.connection() as conn:
-            claimed = await jobs.claim_due(conn, free, self._lease_seconds)
+            claimed = await jobs.claim_due(conn, free, self.config.dispatch_lease_seconds)
             if len(claimed) == free:
                 return claimed, None
             return claimed, await jobs.seconds_until_next_due(conn)
@@ -133,6 +131,7 @@ class Dispatcher:
                 delay = min(delay * 2, self.config.dispatch_poll_seconds)
 
     async def _send(self, job: Row) -> None:
+        faults.crash_point("before-send")
         try:
             failure = await self._post(job)
             if failure is None:

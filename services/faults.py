@@ -2,7 +2,9 @@
 
 Only tests set the variable. Each point is named after the moment it stands for:
 
-- `after-match-commit`: a new match and its dispatch job are committed, nothing is sent yet.
+- `after-match-commit`: a new match and its dispatch job are committed, nothing is sent yet
+  (this process's dispatcher may or may not have claimed the job).
+- `before-send`: the dispatcher claimed a job and is about to send it.
 """
 
 from __future__ import annotations

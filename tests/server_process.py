@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from services.config import SETTINGS
 
@@ -56,9 +56,11 @@ class ServerProcess:
         while True:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            response = await client.fetch(self.url + "/health", raise_error=False)
-            if response.code == 200:
+            try:
+                await client.fetch(self.url + "/health")
                 return self
+            except (OSError, HTTPClientError):
+                pass  # not listening yet, or its database check not passing yet
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"server not healthy within {timeout} s:\n{self.log()}")
             await asyncio.sleep(0.05)

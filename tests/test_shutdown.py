@@ -1,0 +1,91 @@
+"""Graceful shutdown of a real server process on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.queries import match_row, queue_is_empty, queued_jobs
+from tests.test_durability import create_match
+
+COMPLETE = {"events": [{"timestamp": 3.0, "type": "GOAL"}], "summary": "finished during shutdown"}
+
+
+async def refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_lets_a_slow_callback_finish(start_server, client, inference, database):
+    """Guards against a restart cutting off an engine's `complete` halfway through its body."""
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="20")
+    match = await create_match(client, server)
+    await inference.wait_for_jobs(1)
+    body = json.dumps(COMPLETE).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"POST /matches/{match['id']}/complete HTTP/1.1\r\nHost: orchestrator\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    # The server has read the headers (so the request is in flight) once it says continue.
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 (Continue)\r\n\r\n"
+    writer.write(body[: len(body) // 2])
+    await writer.drain()
+
+    server.signal(signal.SIGTERM)
+    await wait_until(lambda: refuses_connections(server.port))
+    writer.write(body[len(body) // 2 :])
+    status_line = await reader.readline()
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 201 ")
+    assert await server.exited() == 0
+    row = await match_row(database, match["id"])
+    assert (row["status"], row["summary"]) == ("COMPLETED", COMPLETE["summary"])
+    assert await queue_is_empty(database)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_gives_back_a_job_being_sent(start_server, client, inference, database):
+    """Guards against a job left claimed (stuck until its lease ends) by a clean shutdown."""
+    inference.hold()
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="0.3")
+    match = await create_match(client, server)
+    await inference.wait_for_attempts(1)
+
+    server.signal(signal.SIGTERM)
+    assert await server.exited() == 0
+    [job] = await queued_jobs(database, match["id"])
+    assert (job["claimed_until"], job["attempts"]) == (None, 0)
+
+    await start_server()
+    await inference.wait_for_attempts(2)
+    inference.let_go()
+    await wait_until(lambda: queue_is_empty(database))
+    assert (await match_row(database, match["id"]))["status"] == "PROCESSING"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigint_exits_cleanly_and_unsigned_callbacks_are_announced_once(start_server):
+    server = await start_server()
+    server.signal(signal.SIGINT)
+    assert await server.exited() == 0
+    assert server.log().count("CALLBACK_SECRET is not set") == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_no_unsigned_warning_with_a_secret(start_server):
+    server = await start_server(CALLBACK_SECRET="shared")
+    server.signal(signal.SIGTERM)
+    assert await server.exited() == 0
+    assert "CALLBACK_SECRET" not in server.log()
