@@ -75,7 +75,12 @@ class Database:
     async def connect(cls, dsn: str, size: int = 10, timeout: float = 10.0) -> Database:
         try:
             pool = await aiopg.create_pool(
-                dsn, minsize=1, maxsize=size, timeout=timeout, enable_hstore=False
+                dsn,
+                minsize=1,
+                maxsize=size,
+                timeout=timeout,
+                enable_hstore=False,
+                enable_uuid=False,
             )
         except (psycopg2.Error, OSError) as error:
             raise DatabaseUnavailable(_first_line(error)) from None
