@@ -60,8 +60,7 @@ def template_database(pg_server) -> str:
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     migrate.upgrade(_with_database(pg_server, name))
     yield name
-    with contextlib.closing(_admin(pg_server)) as conn, conn.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server, name)
 
 
 @pytest.fixture
@@ -74,8 +73,15 @@ def database_url(pg_server, template_database) -> str:
             )
         )
     yield _with_database(pg_server, name)
-    with contextlib.closing(_admin(pg_server)) as conn, conn.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drops a database, ending its open connections (as a database outage would)."""
+    with contextlib.closing(_admin(server_url)) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
