@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from store.db import Row
 
 # Columns kept to the service itself.
@@ -44,8 +46,11 @@ def list_item(row: Row) -> dict[str, Any]:
 
 
 def detail(row: Row, results: dict[str, list[Row]]) -> dict[str, Any]:
+    """A match with its results; `tracking_data` comes as JSON text and goes out as is."""
+    tracking = row["tracking_data"]
     return {
         **match(row),
+        "trackingData": orjson.Fragment(tracking) if tracking is not None else None,
         "events": [document(event) for event in results["events"]],
         "highlights": [document(highlight) for highlight in results["highlights"]],
         "emotionScores": [document(score) for score in results["emotion_scores"]],
