@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,11 +18,10 @@ PRIVATE_COLUMNS = frozenset(
 
 def timestamp(value: datetime) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as the frontend parses it."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{value.microsecond // 1000:03d}Z"
-    )
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.cache
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
