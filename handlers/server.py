@@ -30,7 +30,8 @@ class DrainingHTTPServer(HTTPServer):
         """
         self.stop()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         return self.in_flight
 
     def start_request(

@@ -109,7 +109,8 @@ class Dispatcher:
         """Until woken, or `seconds` pass."""
         if not self._wake.is_set() and seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._wake.wait()
         self._wake.clear()
 
     async def _listen(self) -> None:
@@ -117,7 +118,9 @@ class Dispatcher:
         delay = 0.5
         while not self._stopping:
             try:
-                async with aiopg.connect(self.db.dsn, enable_hstore=False) as conn:
+                async with aiopg.connect(
+                    self.db.dsn, enable_hstore=False, enable_uuid=False
+                ) as conn:
                     async with conn.cursor() as cursor:
                         await cursor.execute(f"LISTEN {jobs.CHANNEL}")
                     delay = 0.5

@@ -11,7 +11,7 @@ from store.tables import dispatch_jobs
 
 async def match_row(db: Database, match_id: str) -> Row | None:
     async with db.connection() as conn:
-        return await store_matches.get_match(conn, match_id)
+        return await store_matches.get_match_detail(conn, match_id)
 
 
 async def queued_jobs(db: Database, match_id: str | None = None) -> list[Row]:

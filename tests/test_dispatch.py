@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -14,12 +13,12 @@ from tests.queries import match_row, queue_is_empty, queued_jobs
 @pytest.mark.gen_test
 async def test_job_names_the_current_run(create_match, inference, db):
     """The engine gets the run id that its callbacks must name."""
-    match = await create_match("https://videos.test/a.mp4")
+    match = await create_match("https://videos.example/a.mp4")
     [job] = await inference.wait_for_jobs(1)
     assert job == {
         "match_id": match["id"],
-        "analysis_id": match["analysisId"],
-        "video_url": "https://videos.test/a.mp4",
+        "analysis_id": match["analysis_id"],
+        "video_url": "https://videos.example/a.mp4",
     }
     await wait_until(lambda: queue_is_empty(db))
     assert (await match_row(db, match["id"]))["status"] == "PROCESSING"
@@ -38,7 +37,7 @@ async def test_refused_hand_off_is_retried(create_match, inference, db):
 @pytest.mark.gen_test
 @pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")
 async def test_engine_down_past_the_retry_limit_fails_the_match(
-    create_match, inference, db, services, http_client, base_url
+    create_match, inference, db, services, api
 ):
     """Guards against a match waiting forever, or failing without saying why."""
     announced = []
@@ -59,7 +58,7 @@ async def test_engine_down_past_the_retry_limit_fails_the_match(
         match["id"],
         {"event": "progress", "data": {"matchId": match["id"], "progress": -1}},
     ) in (announced)
-    detail = json.loads((await http_client.fetch(f"{base_url}/matches/{match['id']}")).body)
+    detail = (await api.get(f"/matches/{match['id']}")).json
     assert detail["status"] == "FAILED"
     assert detail["failureReason"] == row["failure_reason"]
 
@@ -94,17 +93,15 @@ async def test_engine_coming_up_during_retries_gets_the_job(create_match, infere
 
 @pytest.mark.gen_test
 @pytest.mark.env(DISPATCH_BACKOFF_SECONDS="0.5")
-async def test_reanalyze_while_queued_sends_once(
-    create_match, inference, db, http_client, base_url
-):
+async def test_reanalyze_while_queued_sends_once(create_match, inference, db, api):
     """The queued job of the first run is replaced, not sent alongside the new one."""
     inference.refuse_next(1)
     match = await create_match()
     await wait_until(lambda: _attempted(db, match["id"], 1, claimed=False))
 
-    await http_client.fetch(f"{base_url}/matches/{match['id']}/reanalyze", method="POST", body="")
+    assert (await api.post(f"/matches/{match['id']}/reanalyze")).code == 200
     new_run = str((await match_row(db, match["id"]))["analysis_id"])
-    assert new_run != match["analysisId"]
+    assert new_run != match["analysis_id"]
     await wait_until(lambda: queue_is_empty(db))
     inference.assert_each_once([match["id"]])
     assert inference.jobs[0]["analysis_id"] == new_run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import sys
@@ -9,36 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from services import signing
-from store import matches as store_matches
+from tests.conftest import assert_error
+from tests.queries import match_row
 
 SECRET = "s3cret-shared-with-the-engine"
 ROOT = Path(__file__).parent.parent
 
 pytestmark = pytest.mark.env(CALLBACK_SECRET=SECRET)
-
-
-async def post(http_client, url: str, body: bytes, headers: dict[str, str]):
-    """The callback's answer, error or not."""
-    try:
-        return await http_client.fetch(url, method="POST", body=body, headers=headers)
-    except HTTPClientError as error:
-        return error.response
-
-
-async def stored(db, match_id: str) -> dict:
-    async with db.connection() as conn:
-        return await store_matches.get_match(conn, match_id)
-
-
-def assert_refused(response, reason: str) -> None:
-    assert response.code == 401
-    error = json.loads(response.body)
-    assert error["statusCode"] == 401
-    assert error["error"] == "Unauthorized"
-    assert reason in error["message"]
 
 
 def test_sign_then_verify_round_trip():
@@ -52,9 +33,6 @@ def test_sign_then_verify_round_trip():
 
 def test_signature_is_hmac_of_timestamp_dot_body():
     """The engine implements the same format independently: it must be exactly this."""
-    import hashlib
-    import hmac
-
     expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
     assert signing.sign("k", b"{}", 1_700_000_000)["X-Matcha-Signature"] == f"sha256={expected}"
 
@@ -75,69 +53,62 @@ def test_verify_says_why_it_refuses(headers, reason):
 
 
 @pytest.mark.gen_test
-async def test_valid_signature_is_applied(http_client, base_url, create_match, db):
+async def test_valid_signature_is_applied(api, create_match, db):
     match = await create_match()
     body = json.dumps({"progress": 40, "stage": "detecting"}).encode()
-    response = await post(
-        http_client, f"{base_url}/matches/{match['id']}/progress", body, signing.sign(SECRET, body)
+    response = await api.post(
+        f"/matches/{match['id']}/progress", body=body, headers=signing.sign(SECRET, body)
     )
     assert response.code == 201
-    assert (await stored(db, match["id"]))["progress"] == 40
+    assert (await match_row(db, match["id"]))["progress"] == 40
 
 
 @pytest.mark.gen_test
-async def test_missing_signature_is_refused(http_client, base_url, create_match, db):
+async def test_missing_signature_is_refused(api, create_match, db):
     """Guards against today's unsigned engine writing once a secret is configured."""
     match = await create_match()
-    response = await post(
-        http_client, f"{base_url}/matches/{match['id']}/progress", b'{"progress": 40}', {}
-    )
-    assert_refused(response, "X-Matcha-Timestamp and X-Matcha-Signature headers are required")
-    assert (await stored(db, match["id"]))["progress"] == 0
+    response = await api.post(f"/matches/{match['id']}/progress", {"progress": 40})
+    assert_error(response, 401, "X-Matcha-Timestamp and X-Matcha-Signature headers are required")
+    assert (await match_row(db, match["id"]))["progress"] == 0
 
 
 @pytest.mark.gen_test
-async def test_wrong_secret_is_refused(http_client, base_url, create_match, db):
+async def test_wrong_secret_is_refused(api, create_match, db):
     match = await create_match()
     body = json.dumps({"events": [{"timestamp": 1, "type": "GOAL"}]}).encode()
-    response = await post(
-        http_client,
-        f"{base_url}/matches/{match['id']}/complete",
-        body,
-        signing.sign("not-the-secret", body),
+    response = await api.post(
+        f"/matches/{match['id']}/complete",
+        body=body,
+        headers=signing.sign("not-the-secret", body),
     )
-    assert_refused(response, "does not match")
-    assert (await stored(db, match["id"]))["status"] != "COMPLETED"
+    assert_error(response, 401, "does not match")
+    assert (await match_row(db, match["id"]))["status"] != "COMPLETED"
 
 
 @pytest.mark.gen_test
-async def test_old_timestamp_is_refused(http_client, base_url, create_match, db):
+async def test_old_timestamp_is_refused(api, create_match, db):
     """A captured request replayed ten minutes later must not be applied."""
     match = await create_match()
     body = b'{"progress": 40}'
     headers = signing.sign(SECRET, body, timestamp=int(time.time()) - 600)
-    response = await post(http_client, f"{base_url}/matches/{match['id']}/progress", body, headers)
-    assert_refused(response, "from server time")
-    assert (await stored(db, match["id"]))["progress"] == 0
+    response = await api.post(f"/matches/{match['id']}/progress", body=body, headers=headers)
+    assert_error(response, 401, "from server time")
+    assert (await match_row(db, match["id"]))["progress"] == 0
 
 
 @pytest.mark.gen_test
-async def test_signature_replayed_on_another_match_is_refused(
-    http_client, base_url, create_match, db
-):
+async def test_signature_replayed_on_another_match_is_refused(api, create_match, db):
     """A valid signature copied onto another match's URL with another body is worthless."""
     first, second = await create_match(), await create_match()
     body = json.dumps({"events": [{"timestamp": 1, "type": "GOAL"}]}).encode()
     headers = signing.sign(SECRET, body)
-    response = await post(http_client, f"{base_url}/matches/{first['id']}/complete", body, headers)
+    response = await api.post(f"/matches/{first['id']}/complete", body=body, headers=headers)
     assert response.code == 201
 
     forged = json.dumps({"events": [], "summary": "forged"}).encode()
-    response = await post(
-        http_client, f"{base_url}/matches/{second['id']}/complete", forged, headers
-    )
-    assert_refused(response, "does not match")
-    second_row = await stored(db, second["id"])
+    response = await api.post(f"/matches/{second['id']}/complete", body=forged, headers=headers)
+    assert_error(response, 401, "does not match")
+    second_row = await match_row(db, second["id"])
     assert second_row["status"] != "COMPLETED"
     assert second_row["summary"] is None
 
