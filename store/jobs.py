@@ -1,4 +1,8 @@
-"""The dispatch outbox: pending hand-offs of matches to the inference engine."""
+"""The dispatch outbox: pending hand-offs of matches to the inference engine.
+
+Every statement is a template (values as `bindparam()`s) compiled once: the dispatcher runs
+them for every job, and compiling each anew would cost more than running it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,20 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Integer,
+    Interval,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from store.db import Connection, Row
 from store.tables import dispatch_jobs, matches
@@ -14,6 +31,91 @@ from store.tables import dispatch_jobs, matches
 # Postgres NOTIFY channel that wakes every process's dispatcher when a job is written. The
 # payload is always empty, so Postgres folds the notifications of one transaction into one.
 CHANNEL = "dispatch_jobs"
+
+_UNCLAIMED = or_(
+    dispatch_jobs.c.claimed_until.is_(None), dispatch_jobs.c.claimed_until < func.now()
+)
+_STILL_OURS = and_(
+    dispatch_jobs.c.id == bindparam("job_id"),
+    dispatch_jobs.c.claimed_until == bindparam("job_claimed_until"),
+)
+
+_DROP_JOBS_OF_MATCH = delete(dispatch_jobs).where(dispatch_jobs.c.match_id == bindparam("match_id"))
+_SET_RUN = (
+    update(matches)
+    .where(matches.c.id == bindparam("match_id"))
+    .values(analysis_id=bindparam("analysis_id"))
+)
+_INSERT_JOB = insert(dispatch_jobs).values(
+    match_id=bindparam("match_id"),
+    analysis_id=bindparam("analysis_id"),
+    payload=bindparam("payload", type_=JSONB),
+)
+_NOTIFY = select(func.pg_notify(CHANNEL, ""))
+
+_CLAIM_DUE = (
+    update(dispatch_jobs)
+    .where(
+        dispatch_jobs.c.id.in_(
+            select(dispatch_jobs.c.id)
+            .where(dispatch_jobs.c.next_attempt_at <= func.now(), _UNCLAIMED)
+            .order_by(dispatch_jobs.c.next_attempt_at)
+            .limit(bindparam("limit", type_=Integer))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        claimed_until=func.now() + bindparam("lease", type_=Interval),
+        attempts=dispatch_jobs.c.attempts + 1,
+    )
+    .returning(*dispatch_jobs.c)
+)
+
+# A claimed job falls due again when its lease runs out (its sender may have died).
+_SECONDS_UNTIL_NEXT_DUE = select(
+    func.extract(
+        "epoch",
+        func.min(func.greatest(dispatch_jobs.c.next_attempt_at, dispatch_jobs.c.claimed_until))
+        - func.now(),
+    )
+)
+
+_RETRY_LATER = (
+    update(dispatch_jobs)
+    .where(_STILL_OURS)
+    .values(
+        claimed_until=None,
+        last_error=bindparam("error"),
+        next_attempt_at=func.now() + bindparam("delay", type_=Interval),
+    )
+)
+
+
+def _finish(condition, **values: Any):
+    """One statement: delete the job if still ours, and update its match if that run is current.
+
+    A job whose lease was lost (another process holds it now) changes nothing.
+    """
+    done = (
+        delete(dispatch_jobs)
+        .where(_STILL_OURS)
+        .returning(dispatch_jobs.c.match_id, dispatch_jobs.c.analysis_id)
+        .cte("done")
+    )
+    return (
+        update(matches)
+        .where(
+            matches.c.id == done.c.match_id, matches.c.analysis_id == done.c.analysis_id, condition
+        )
+        .values(updated_at=func.now(), **values)
+    )
+
+
+_FINISH_ACCEPTED = _finish(matches.c.status == "UPLOADED", status="PROCESSING")
+_FINISH_FAILED = _finish(
+    matches.c.status != "COMPLETED", status="FAILED", failure_reason=bindparam("reason")
+)
 
 
 async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) -> str:
@@ -25,74 +127,40 @@ async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) ->
     without touching the match (its run is no longer current).
     """
     analysis_id = str(uuid.uuid4())
-    await conn.execute(delete(dispatch_jobs).where(dispatch_jobs.c.match_id == match_id))
-    await conn.execute(
-        update(matches).where(matches.c.id == match_id).values(analysis_id=analysis_id)
-    )
-    await conn.execute(
-        insert(dispatch_jobs).values(
-            match_id=match_id,
-            analysis_id=analysis_id,
-            payload={**payload, "match_id": match_id, "analysis_id": analysis_id},
-        )
-    )
-    await conn.execute(select(func.pg_notify(CHANNEL, "")))
+    run = {"match_id": match_id, "analysis_id": analysis_id}
+    await conn.execute(_DROP_JOBS_OF_MATCH, run)
+    await conn.execute(_SET_RUN, run)
+    await conn.execute(_INSERT_JOB, {**run, "payload": {**payload, **run}})
+    await conn.execute(_NOTIFY, {})
     return analysis_id
 
 
 async def claim_due(conn: Connection, limit: int, lease_seconds: float) -> list[Row]:
     """Leases up to `limit` due jobs to the caller; other processes skip them until it ends."""
-    due = (
-        select(dispatch_jobs.c.id)
-        .where(dispatch_jobs.c.next_attempt_at <= func.now(), _unclaimed())
-        .order_by(dispatch_jobs.c.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
     return await conn.fetch_all(
-        update(dispatch_jobs)
-        .where(dispatch_jobs.c.id.in_(due.scalar_subquery()))
-        .values(
-            claimed_until=func.now() + timedelta(seconds=lease_seconds),
-            attempts=dispatch_jobs.c.attempts + 1,
-        )
-        .returning(*dispatch_jobs.c)
+        _CLAIM_DUE, {"limit": limit, "lease": timedelta(seconds=lease_seconds)}
     )
 
 
 async def seconds_until_next_due(conn: Connection) -> float | None:
-    """How long until the earliest job falls due (0 if one is due now), or None if none wait.
-
-    A claimed job falls due again when its lease runs out (its sender may have died).
-    """
-    due_at = func.greatest(dispatch_jobs.c.next_attempt_at, dispatch_jobs.c.claimed_until)
-    seconds = await conn.fetch_value(select(func.extract("epoch", func.min(due_at) - func.now())))
+    """How long until the earliest job falls due (0 if one is due now), or None if none wait."""
+    seconds = await conn.fetch_value(_SECONDS_UNTIL_NEXT_DUE, {})
     return None if seconds is None else max(float(seconds), 0.0)
 
 
 async def finish_accepted(conn: Connection, job: Row) -> None:
     """Removes a job the engine accepted; its match, still waiting on this run, is PROCESSING."""
-    await conn.execute(_finish(job, matches.c.status == "UPLOADED", status="PROCESSING"))
+    await conn.execute(_FINISH_ACCEPTED, _ours(job))
 
 
 async def finish_failed(conn: Connection, job: Row, reason: str) -> bool:
     """Removes a job given up on and marks its run FAILED; False if the run is not current."""
-    return bool(
-        await conn.execute(
-            _finish(job, matches.c.status != "COMPLETED", status="FAILED", failure_reason=reason)
-        )
-    )
+    return bool(await conn.execute(_FINISH_FAILED, {**_ours(job), "reason": reason}))
 
 
 async def retry_later(conn: Connection, job: Row, delay_seconds: float, error: str) -> None:
     await conn.execute(
-        update(dispatch_jobs)
-        .where(_still_ours(job))
-        .values(
-            claimed_until=None,
-            last_error=error,
-            next_attempt_at=func.now() + timedelta(seconds=delay_seconds),
-        )
+        _RETRY_LATER, {**_ours(job), "error": error, "delay": timedelta(seconds=delay_seconds)}
     )
 
 
@@ -110,34 +178,5 @@ async def release(conn: Connection, claimed: list[Row]) -> None:
         )
 
 
-def _finish(job: Row, condition, **values: Any):
-    """One statement: delete the job if still ours, and update its match if that run is current.
-
-    A job whose lease was lost (another process claims it now) changes nothing.
-    """
-    done = (
-        delete(dispatch_jobs)
-        .where(_still_ours(job))
-        .returning(dispatch_jobs.c.match_id, dispatch_jobs.c.analysis_id)
-        .cte("done")
-    )
-    return (
-        update(matches)
-        .where(
-            matches.c.id == done.c.match_id,
-            matches.c.analysis_id == done.c.analysis_id,
-            condition,
-        )
-        .values(updated_at=func.now(), **values)
-    )
-
-
-def _unclaimed():
-    """No process holds the job: never claimed, released, or its lease ran out."""
-    return or_(dispatch_jobs.c.claimed_until.is_(None), dispatch_jobs.c.claimed_until < func.now())
-
-
-def _still_ours(job: Row):
-    return and_(
-        dispatch_jobs.c.id == job["id"], dispatch_jobs.c.claimed_until == job["claimed_until"]
-    )
+def _ours(job: Row) -> dict[str, Any]:
+    return {"job_id": job["id"], "job_claimed_until": job["claimed_until"]}
