@@ -1,6 +1,6 @@
 """Dispatch throughput and latency with two server processes and an instant inference stub.
 
-    .venv/bin/python bench/dispatch.py [--jobs 5000] [--samples 200]
+    .venv/bin/python -m bench.dispatch [--jobs 5000] [--samples 200]
 
 Starts two `orchestrator.py` processes on one fresh database (on TEST_DATABASE_URL's server,
 default 127.0.0.1:5432), both pointed at an engine stub in this process that answers 202 at
@@ -28,11 +28,28 @@ from store.db import Database
 from store.tables import dispatch_jobs
 
 
+class Arrivals:
+    """When each match's job reached the engine stub (`time.perf_counter()`)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._changed = asyncio.Event()
+
+    def note(self, match_id: str) -> None:
+        self.times[match_id] = time.perf_counter()
+        self._changed.set()
+
+    async def wait_for(self, done) -> None:
+        while not done():
+            self._changed.clear()
+            await self._changed.wait()
+
+
 class EngineStub(asyncio.Protocol):
     """A minimal HTTP/1.1 server for `POST /api/v1/analyze`: 202 at once, arrival noted."""
 
-    arrivals: dict[str, float] = {}
-    arrived = asyncio.Event()
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.arrivals = arrivals
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -50,8 +67,7 @@ class EngineStub(asyncio.Protocol):
             if len(rest) < length:
                 return
             body, self.buffer = rest[:length], rest[length:]
-            EngineStub.arrivals[orjson.loads(body)["match_id"]] = time.perf_counter()
-            EngineStub.arrived.set()
+            self.arrivals.note(orjson.loads(body)["match_id"])
             self.transport.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
 
 
@@ -66,15 +82,13 @@ async def create_match(conn, number: int) -> str:
     return match["id"]
 
 
-async def throughput(db: Database, count: int) -> None:
+async def throughput(db: Database, arrivals: Arrivals, count: int) -> None:
     async with db.transaction() as conn:
         for number in range(count):
             await create_match(conn, number)
         committing = time.perf_counter()
-    while len(EngineStub.arrivals) < count:
-        EngineStub.arrived.clear()
-        await EngineStub.arrived.wait()
-    last = max(EngineStub.arrivals.values())
+    await arrivals.wait_for(lambda: len(arrivals.times) >= count)
+    last = max(arrivals.times.values())
     while await queue_length(db):
         await asyncio.sleep(0.01)
     emptied = time.perf_counter()
@@ -85,17 +99,14 @@ async def throughput(db: Database, count: int) -> None:
     )
 
 
-async def latency(db: Database, samples: int) -> None:
+async def latency(db: Database, arrivals: Arrivals, samples: int) -> None:
     delays = []
     for number in range(samples):
-        EngineStub.arrived.clear()
         async with db.transaction() as conn:
             match_id = await create_match(conn, number)
             committing = time.perf_counter()
-        while match_id not in EngineStub.arrivals:
-            EngineStub.arrived.clear()
-            await EngineStub.arrived.wait()
-        delays.append((EngineStub.arrivals[match_id] - committing) * 1000)
+        await arrivals.wait_for(lambda match_id=match_id: match_id in arrivals.times)
+        delays.append((arrivals.times[match_id] - committing) * 1000)
         # Let the dispatcher finish the job and go idle before the next one.
         while await queue_length(db):
             await asyncio.sleep(0.005)
@@ -108,7 +119,10 @@ async def latency(db: Database, samples: int) -> None:
 
 async def main(count: int, samples: int) -> None:
     port = free_port()
-    stub = await asyncio.get_running_loop().create_server(EngineStub, "127.0.0.1", port)
+    arrivals = Arrivals()
+    stub = await asyncio.get_running_loop().create_server(
+        lambda: EngineStub(arrivals), "127.0.0.1", port
+    )
     engine = {"INFERENCE_URL": f"http://127.0.0.1:{port}", "DISPATCH_MAX_ATTEMPTS": "5"}
     with fresh_database() as database_url:
         async with (
@@ -117,9 +131,8 @@ async def main(count: int, samples: int) -> None:
         ):
             db = await Database.connect(database_url, size=2)
             try:
-                await throughput(db, count)
-                EngineStub.arrivals.clear()
-                await latency(db, samples)
+                await throughput(db, arrivals, count)
+                await latency(db, arrivals, samples)
             finally:
                 await db.close()
     stub.close()

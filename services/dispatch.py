@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from datetime import UTC, datetime
 
+import aiohttp
 import aiopg
 import orjson
 import psycopg2
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.simple_httpclient import HTTPTimeoutError
 
 from services import faults
 from services.config import Config
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # Most jobs one process sends at the same time (and claims in one statement).
 BATCH = 64
+JSON = {"Content-Type": "application/json"}
 
 
 class Dispatcher:
@@ -38,7 +39,7 @@ class Dispatcher:
         self.live = live
         self.config = config
         self.analyze_url = f"{config.inference_url}/api/v1/analyze"
-        self._http = AsyncHTTPClient(force_instance=True, max_clients=BATCH)
+        self._http: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
         self._sending: dict[str, tuple[Row, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -47,6 +48,11 @@ class Dispatcher:
         self._stopping = False
 
     async def start(self) -> None:
+        # Connections to the engine are kept open and reused (one per concurrent send).
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=BATCH),
+            timeout=aiohttp.ClientTimeout(total=self.config.dispatch_timeout_seconds),
+        )
         self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._listen())]
 
     def wake(self) -> None:
@@ -75,7 +81,8 @@ class Dispatcher:
                 async with self.db.connection() as conn:
                     await jobs.release(conn, [job for job, _ in unsent])
             log.info("gave %d unsent job(s) back to the queue", len(unsent))
-        self._http.close()
+        if self._http is not None:
+            await self._http.close()
 
     async def _claim_loop(self) -> None:
         failing = False
@@ -84,26 +91,29 @@ class Dispatcher:
             free = BATCH - len(self._sending)
             if free > 0:
                 try:
-                    claimed, next_due = await self._claim(free)
+                    next_due = await self._claim_and_send(free)
                     failing = False
                 except (psycopg2.Error, OSError) as error:
                     if not failing:
                         log.warning("dispatcher cannot reach the database: %s", error)
-                    failing, claimed, next_due = True, [], None
-                for job in claimed:
-                    self._sending[job["id"]] = (job, asyncio.create_task(self._send(job)))
+                    failing, next_due = True, None
                 if next_due is not None:
                     wait = min(wait, next_due)
             # With every slot busy, a finishing send wakes the loop.
             await self._sleep(wait)
 
-    async def _claim(self, free: int) -> tuple[list[Row], float | None]:
-        """Claims up to `free` due jobs; when fewer were due, also when the next one is."""
+    async def _claim_and_send(self, free: int) -> float | None:
+        """Claims up to `free` due jobs and starts sending them.
+
+        When fewer were due, returns how long until the next one is (None if none wait).
+        """
         async with self.db.connection() as conn:
             claimed = await jobs.claim_due(conn, free, self.config.dispatch_lease_seconds)
+            for job in claimed:
+                self._sending[job["id"]] = (job, asyncio.create_task(self._send(job)))
             if len(claimed) == free:
-                return claimed, None
-            return claimed, await jobs.seconds_until_next_due(conn)
+                return None
+            return await jobs.seconds_until_next_due(conn)
 
     async def _sleep(self, seconds: float) -> None:
         """Until woken, or `seconds` pass."""
@@ -154,25 +164,21 @@ class Dispatcher:
 
     async def _post(self, job: Row) -> str | None:
         """Sends the job; None when the engine accepted it, else why not, for people."""
-        request = HTTPRequest(
-            self.analyze_url,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-            body=orjson.dumps(job["payload"]),
-            request_timeout=self.config.dispatch_timeout_seconds,
-        )
         try:
-            response = await self._http.fetch(request, raise_error=False)
-        except HTTPTimeoutError:
+            async with self._http.post(
+                self.analyze_url, data=orjson.dumps(job["payload"]), headers=JSON
+            ) as response:
+                await response.read()  # so that the connection can be reused
+        except TimeoutError:
             reason = f"no answer within {_seconds(self.config.dispatch_timeout_seconds)}"
         except OSError as error:
-            reason = (error.strerror or str(error)).lower()
-        except HTTPClientError as error:
-            reason = error.message.lower()
+            reason = (os.strerror(error.errno) if error.errno else str(error)).lower()
+        except aiohttp.ClientError as error:
+            reason = (str(error) or type(error).__name__).lower()
         else:
-            if 200 <= response.code < 300:
+            if 200 <= response.status < 300:
                 return None
-            return f"inference engine at {self.analyze_url} answered HTTP {response.code}"
+            return f"inference engine at {self.analyze_url} answered HTTP {response.status}"
         return f"inference engine unreachable at {self.analyze_url}: {reason}"
 
     async def _failed_attempt(self, job: Row, reason: str) -> None:

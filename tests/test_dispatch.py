@@ -121,3 +121,15 @@ async def _attempted(db, match_id: str, attempts: int, claimed: bool | None = No
         and jobs[0]["attempts"] >= attempts
         and (claimed is None or (jobs[0]["claimed_until"] is not None) == claimed)
     )
+
+
+@pytest.mark.gen_test
+@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="1", DISPATCH_TIMEOUT_SECONDS="0.2")
+async def test_engine_that_never_answers_fails_the_match_saying_so(create_match, inference, db):
+    inference.hold()
+    match = await create_match()
+    row = await wait_until(lambda: _row_with_status(db, match["id"], "FAILED"))
+    assert row["failure_reason"].startswith(
+        f"inference engine unreachable at {inference.url}/api/v1/analyze: "
+        "no answer within 0.2 s, 1 attempt over "
+    )
