@@ -201,7 +201,7 @@ class Dispatcher:
         async with self.db.connection() as conn:
             failed = await jobs.finish_failed(conn, job, failure)
         if failed:
-            match_id = str(job["match_id"])
+            match_id = job["match_id"]
             log.warning("match %s FAILED: %s", match_id, failure)
             await self.live.publish(match_id, "progress", {"matchId": match_id, "progress": -1})
 
