@@ -57,8 +57,8 @@ class RedisBus:
 
     A background task owns the subscription and with it the bus's health: when Redis goes away
     it marks the bus down (logged once), retries with capped exponential backoff and jitter,
-    and marks it up again (logged once) when the subscription is back. Publishing while down is a no-op: the update is already
-    in the catch-up log, and `on_resume` lets listeners fetch it.
+    and marks it up again (logged once) when the subscription is back. Publishing while down is
+    a no-op: the update is already in the catch-up log, and `on_resume` lets listeners fetch it.
     """
 
     def __init__(self, url: str, *, min_backoff: float = 0.1, max_backoff: float = 5.0) -> None:

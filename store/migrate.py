@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
+
+from store.db import DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -19,4 +22,7 @@ def alembic_config(dsn: str) -> Config:
 
 def upgrade(dsn: str) -> None:
     """Bring the schema to the newest revision (blocking; safe to run from several processes)."""
-    command.upgrade(alembic_config(dsn), "head")
+    try:
+        command.upgrade(alembic_config(dsn), "head")
+    except sqlalchemy.exc.OperationalError as error:
+        raise DatabaseUnavailable(str(error.orig).strip().splitlines()[0]) from None

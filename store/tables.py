@@ -63,6 +63,9 @@ matches = Table(
     Column("heatmap_url", Text),
     Column("thumbnail_url", Text),
     Column("top_speed_kmh", Float),
+    # Kept with the results by `complete`, so the polled list never counts rows.
+    Column("event_count", Integer, nullable=False, server_default="0"),
+    Column("highlight_count", Integer, nullable=False, server_default="0"),
     Column("user_id", UUID(as_uuid=False)),
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -48,6 +48,8 @@ def upgrade() -> None:
         sa.Column("heatmap_url", sa.Text(), nullable=True),
         sa.Column("thumbnail_url", sa.Text(), nullable=True),
         sa.Column("top_speed_kmh", sa.Float(), nullable=True),
+        sa.Column("event_count", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("highlight_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("user_id", sa.UUID(as_uuid=False), nullable=True),
         sa.Column(
             "created_at",

@@ -1,0 +1,129 @@
+"""Matcha orchestrator: `python orchestrator.py [serve|migrate]`.
+
+Reads the configuration from the environment, opens the shared resources (database, bus,
+dispatcher), builds the Tornado application and serves it until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import tornado.httpserver
+import tornado.web
+
+from handlers import callbacks, health, matches
+from handlers.base import NotFoundHandler, with_api_prefix
+from services.analysis import Analysis
+from services.bus import make_bus
+from services.config import Config, ConfigError, load_config
+from services.dispatch import Dispatcher
+from services.live import LiveUpdates
+from services.matches import Matches
+from store import migrate
+from store.db import Database, DatabaseUnavailable
+from store.embedded import start_embedded_postgres
+
+log = logging.getLogger("orchestrator")
+
+
+@dataclasses.dataclass
+class Services:
+    """What every handler shares, opened once per process."""
+
+    db: Database
+    live: LiveUpdates
+    dispatcher: Dispatcher
+    matches: Matches
+    analysis: Analysis
+
+
+def resolve_database_url(config: Config) -> str:
+    """DATABASE_URL, or an embedded PostgreSQL in DATA_DIR when it is empty."""
+    return config.database_url or start_embedded_postgres(config.data_dir)
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config, dsn: str) -> AsyncIterator[Services]:
+    """Migrates the database, then opens the pool, bus and dispatcher; closes them after."""
+    await asyncio.get_running_loop().run_in_executor(None, migrate.upgrade, dsn)
+    db = await Database.connect(dsn, config.db_pool_size)
+    live = LiveUpdates(db, make_bus(config.redis_url))
+    await live.start()
+    dispatcher = Dispatcher(db, live, config)
+    await dispatcher.start()
+    try:
+        yield Services(
+            db=db,
+            live=live,
+            dispatcher=dispatcher,
+            matches=Matches(db, live, config.upload_dir),
+            analysis=Analysis(db, live),
+        )
+    finally:
+        await dispatcher.stop()
+        await live.close()
+        await db.close()
+
+
+def make_app(config: Config, services: Services) -> tornado.web.Application:
+    routes = with_api_prefix(health.routes + matches.routes + callbacks.routes)
+    return tornado.web.Application(
+        routes,
+        default_handler_class=NotFoundHandler,
+        config=config,
+        **vars(services),
+    )
+
+
+async def serve(config: Config) -> None:
+    os.makedirs(config.upload_dir, exist_ok=True)
+    dsn = await asyncio.get_running_loop().run_in_executor(None, resolve_database_url, config)
+    async with open_services(config, dsn) as services:
+        app = make_app(config, services)
+        server = tornado.httpserver.HTTPServer(app, xheaders=True)
+        server.listen(config.port, config.host)
+        log.info("listening on %s:%d", config.host, config.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        server.stop()
+        await server.close_all_connections()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "serve"
+    if command not in ("serve", "migrate"):
+        print(f"usage: {argv[0]} [serve|migrate]", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(os.environ)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if command == "migrate":
+            migrate.upgrade(resolve_database_url(config))
+            log.info("database schema is current")
+        else:
+            asyncio.run(serve(config))
+    except DatabaseUnavailable as error:
+        print(f"database unavailable: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

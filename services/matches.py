@@ -1,0 +1,96 @@
+"""A match's life: created from an upload or a URL, analysed again, deleted.
+
+Each change that needs the inference engine writes its dispatch job in the same
+transaction (`store.jobs.start_run`), so no accepted match is ever left without one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services import media
+from services.live import LiveUpdates
+from store import jobs, live_updates
+from store import matches as store_matches
+from store.db import Database, Row
+
+
+class Matches:
+    def __init__(self, db: Database, live: LiveUpdates, upload_dir: str) -> None:
+        self.db = db
+        self.live = live
+        self.upload_dir = upload_dir
+
+    async def create_from_upload(
+        self, stored_name: str, original_name: str | None, title: str | None
+    ) -> Row:
+        """Records an uploaded video (already in place in UPLOAD_DIR) and queues its analysis."""
+        async with self.db.transaction() as conn:
+            match = await store_matches.insert_match(
+                conn,
+                stored_name=stored_name,
+                original_name=original_name,
+                title=title,
+                upload_url=media.upload_url(stored_name),
+            )
+            match["analysis_id"] = await jobs.start_run(conn, match["id"], self._job(match))
+        return match
+
+    async def create_from_url(
+        self, url: str, start_time: float | None, end_time: float | None, title: str | None
+    ) -> Row:
+        async with self.db.transaction() as conn:
+            match = await store_matches.insert_match(
+                conn, upload_url=url, start_time=start_time, end_time=end_time, title=title
+            )
+            match["analysis_id"] = await jobs.start_run(conn, match["id"], self._job(match))
+        return match
+
+    async def reanalyze(self, match_id: str) -> Row | None:
+        """Drops the previous results and hands the same video over again as a new run."""
+        async with self.db.transaction() as conn:
+            match = await store_matches.get_match(conn, match_id, lock=True)
+            if match is None:
+                return None
+            await store_matches.delete_results(conn, match_id)
+            await live_updates.clear(conn, match_id)
+            match = await store_matches.update_match(
+                conn,
+                match_id,
+                status="PROCESSING",
+                progress=0,
+                **store_matches.CLEARED_RESULTS,
+            )
+            match["analysis_id"] = await jobs.start_run(conn, match_id, self._job(match))
+        await self.live.publish(match_id, "progress", {"matchId": match_id, "progress": 0})
+        return match
+
+    async def delete(self, match_id: str) -> bool:
+        """Deletes the match, its results and its files in UPLOAD_DIR."""
+        async with self.db.transaction() as conn:
+            highlight_urls = await store_matches.highlight_video_urls(conn, match_id)
+            match = await store_matches.delete_match(conn, match_id)
+        if match is None:
+            return False
+        media.remove_uploads(
+            self.upload_dir,
+            [
+                match["upload_url"],
+                match["highlight_reel_url"],
+                match["heatmap_url"],
+                match["thumbnail_url"],
+                *highlight_urls,
+            ],
+        )
+        return True
+
+    def _job(self, match: Row) -> dict[str, Any]:
+        """What the inference engine is sent: the file's absolute path, or the remote URL."""
+        if match["stored_name"]:
+            video = media.path_in_uploads(self.upload_dir, match["stored_name"])
+            return {"video_url": str(video)}
+        job: dict[str, Any] = {"video_url": match["upload_url"]}
+        for key in ("start_time", "end_time"):
+            if match[key] is not None:
+                job[key] = match[key]
+        return job

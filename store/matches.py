@@ -1,0 +1,140 @@
+"""Queries on matches and their results. Each function takes a connection first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, tuple_, update
+
+from store.db import Connection, Row
+from store.tables import emotion_scores, events, highlights, matches
+
+# What a list item carries: every column but the (possibly several MB) tracking data.
+LIST_COLUMNS = [column for column in matches.c if column.name != "tracking_data"]
+
+# Derived fields that a new analysis starts without.
+CLEARED_RESULTS = {
+    "duration": None,
+    "summary": None,
+    "highlight_reel_url": None,
+    "tracking_data": None,
+    "team_colors": None,
+    "heatmap_url": None,
+    "thumbnail_url": None,
+    "top_speed_kmh": None,
+    "event_count": 0,
+    "highlight_count": 0,
+    "failure_reason": None,
+    "stage": None,
+}
+
+
+async def insert_match(conn: Connection, **values: Any) -> Row:
+    return await conn.fetch_one(insert(matches).values(**values).returning(*matches.c))
+
+
+async def get_match(conn: Connection, match_id: str, *, lock: bool = False) -> Row | None:
+    query = select(*matches.c).where(matches.c.id == match_id)
+    return await conn.fetch_one(query.with_for_update() if lock else query)
+
+
+async def get_run_state(conn: Connection, match_id: str, *, lock: bool = False) -> Row | None:
+    """Just what a callback needs to know about a match: its status and current run."""
+    query = select(matches.c.id, matches.c.status, matches.c.analysis_id).where(
+        matches.c.id == match_id
+    )
+    return await conn.fetch_one(query.with_for_update() if lock else query)
+
+
+async def list_matches(
+    conn: Connection, *, limit: int | None = None, before: str | None = None
+) -> list[Row]:
+    """Newest first; `before` is the id of the last match of the previous page.
+
+    Raises LookupError when `before` names no match.
+    """
+    query = select(*LIST_COLUMNS).order_by(matches.c.created_at.desc(), matches.c.id.desc())
+    if before is not None:
+        anchor = await conn.fetch_one(
+            select(matches.c.created_at, matches.c.id).where(matches.c.id == before)
+        )
+        if anchor is None:
+            raise LookupError(before)
+        query = query.where(
+            tuple_(matches.c.created_at, matches.c.id) < tuple_(anchor["created_at"], anchor["id"])
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    return await conn.fetch_all(query)
+
+
+async def get_results(conn: Connection, match_id: str) -> dict[str, list[Row]]:
+    """The stored events, highlights and emotion scores of a match, each in contract order."""
+    return {
+        "events": await conn.fetch_all(
+            select(*events.c).where(events.c.match_id == match_id).order_by(events.c.timestamp)
+        ),
+        "highlights": await conn.fetch_all(
+            select(*highlights.c)
+            .where(highlights.c.match_id == match_id)
+            .order_by(highlights.c.start_time)
+        ),
+        "emotion_scores": await conn.fetch_all(
+            select(*emotion_scores.c)
+            .where(emotion_scores.c.match_id == match_id)
+            .order_by(emotion_scores.c.timestamp)
+        ),
+    }
+
+
+async def highlight_video_urls(conn: Connection, match_id: str) -> list[str | None]:
+    rows = await conn.fetch_all(
+        select(highlights.c.video_url).where(highlights.c.match_id == match_id)
+    )
+    return [row["video_url"] for row in rows]
+
+
+async def delete_results(conn: Connection, match_id: str) -> None:
+    for table in (events, highlights, emotion_scores):
+        await conn.execute(delete(table).where(table.c.match_id == match_id))
+
+
+async def update_match(conn: Connection, match_id: str, **values: Any) -> Row | None:
+    return await conn.fetch_one(
+        update(matches)
+        .where(matches.c.id == match_id)
+        .values(updated_at=func.now(), **values)
+        .returning(*LIST_COLUMNS)
+    )
+
+
+async def update_run(
+    conn: Connection,
+    match_id: str,
+    analysis_id: str,
+    only_if_status: str | None = None,
+    **values: Any,
+) -> int:
+    """Updates the match only while `analysis_id` is its current run; returns rows changed."""
+    query = update(matches).where(matches.c.id == match_id, matches.c.analysis_id == analysis_id)
+    if only_if_status is not None:
+        query = query.where(matches.c.status == only_if_status)
+    return await conn.execute(query.values(updated_at=func.now(), **values))
+
+
+async def delete_match(conn: Connection, match_id: str) -> Row | None:
+    """Deletes the match and (by cascade) its results and jobs; returns the deleted row."""
+    return await conn.fetch_one(
+        delete(matches).where(matches.c.id == match_id).returning(*LIST_COLUMNS)
+    )
+
+
+async def totals(conn: Connection) -> Row:
+    return await conn.fetch_one(
+        select(
+            func.count().label("total_matches"),
+            func.coalesce(func.sum(matches.c.event_count), 0).label("total_events"),
+            func.coalesce(func.sum(matches.c.highlight_count), 0).label("total_highlights"),
+            func.coalesce(func.sum(matches.c.duration), 0).label("total_duration"),
+        )
+    )

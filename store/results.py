@@ -1,0 +1,98 @@
+"""Writes of what the inference engine reports: progress, and the final results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Float, Table, Text, bindparam, cast, column, func, insert, select, update
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from store.db import Connection, Row
+from store.matches import delete_results
+from store.tables import emotion_scores, events, highlights, matches
+
+
+async def set_progress(
+    conn: Connection, match_id: str, analysis_id: str | None, progress: int, stage: str | None
+) -> Row | None:
+    """Moves a running analysis forward: PROCESSING, progress never lower than before.
+
+    Changes nothing (and returns None) for an unknown match, another run, or a match that
+    already COMPLETED.
+    """
+    query = update(matches).where(matches.c.id == match_id, matches.c.status != "COMPLETED")
+    if analysis_id is not None:
+        query = query.where(matches.c.analysis_id == analysis_id)
+    return await conn.fetch_one(
+        query.values(
+            status="PROCESSING",
+            progress=func.greatest(matches.c.progress, progress),
+            stage=func.coalesce(stage, matches.c.stage),
+            failure_reason=None,
+            updated_at=func.now(),
+        ).returning(matches.c.id, matches.c.progress, matches.c.stage)
+    )
+
+
+async def set_failed(
+    conn: Connection, match_id: str, analysis_id: str | None, reason: str
+) -> Row | None:
+    """Marks a running analysis FAILED (never a COMPLETED one)."""
+    query = update(matches).where(matches.c.id == match_id, matches.c.status != "COMPLETED")
+    if analysis_id is not None:
+        query = query.where(matches.c.analysis_id == analysis_id)
+    return await conn.fetch_one(
+        query.values(status="FAILED", failure_reason=reason, updated_at=func.now()).returning(
+            matches.c.id
+        )
+    )
+
+
+async def replace_results(
+    conn: Connection,
+    match_id: str,
+    *,
+    events_rows: list[dict[str, Any]],
+    highlight_rows: list[dict[str, Any]],
+    emotion_rows: list[dict[str, Any]],
+    match_values: dict[str, Any],
+) -> None:
+    """Stores a run's final results in place of any earlier ones (call inside a transaction).
+
+    Rows go in as one JSON document per table, expanded by `jsonb_to_recordset`, so a full
+    match (thousands of rows) costs three statements, not thousands.
+    """
+    await delete_results(conn, match_id)
+    batches = ((events, events_rows), (highlights, highlight_rows), (emotion_scores, emotion_rows))
+    for table, rows in batches:
+        if rows:
+            await conn.execute(_bulk_insert(table, match_id, rows))
+    await conn.execute(
+        update(matches)
+        .where(matches.c.id == match_id)
+        .values(
+            status="COMPLETED",
+            progress=100,
+            failure_reason=None,
+            event_count=len(events_rows),
+            highlight_count=len(highlight_rows),
+            updated_at=func.now(),
+            **match_values,
+        )
+    )
+
+
+def _bulk_insert(table: Table, match_id: str, rows: list[dict[str, Any]]):
+    names = list(rows[0])
+    record = (
+        func.jsonb_to_recordset(cast(bindparam("rows", rows), JSONB))
+        .table_valued(*(column(name, _record_type(table, name)) for name in names))
+        .render_derived(name="record", with_types=True)
+    )
+    owner = cast(bindparam("match_id", match_id), UUID(as_uuid=False)).label("match_id")
+    source = select(owner, *record.c)
+    return insert(table).from_select(["match_id", *names], source)
+
+
+def _record_type(table: Table, name: str):
+    return Text if isinstance(table.c[name].type, Text) else Float
