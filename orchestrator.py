@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 import tornado.httpserver
 import tornado.web
 
-from handlers import callbacks, health, matches
+from handlers import callbacks, health, live, matches
 from handlers.base import NotFoundHandler, with_api_prefix
+from handlers.socket_io import SocketIOEndpoint
 from services.analysis import Analysis
 from services.bus import make_bus
 from services.config import Config, ConfigError, load_config
@@ -73,11 +74,13 @@ async def open_services(config: Config, dsn: str) -> AsyncIterator[Services]:
 
 
 def make_app(config: Config, services: Services) -> tornado.web.Application:
-    routes = with_api_prefix(health.routes + matches.routes + callbacks.routes)
+    routes = with_api_prefix(health.routes + matches.routes + callbacks.routes + live.routes)
+    socket_io = SocketIOEndpoint(services.live, config.cors_origin)
     return tornado.web.Application(
-        routes,
+        routes + socket_io.routes,
         default_handler_class=NotFoundHandler,
         config=config,
+        **live.WEBSOCKET_SETTINGS,
         **vars(services),
     )
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import tornado.httpclient
 import tornado.httpserver
 import tornado.web
+import tornado.websocket
 from psycopg2 import sql
 
 from orchestrator import make_app, open_services
@@ -24,6 +26,7 @@ from services.config import load_config
 from store import migrate
 from store.embedded import start_embedded_postgres
 from tests.fake_inference import FakeInference
+from tests.live_clients import NativeClient, RedisServer, SocketIOWatcher
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_MP4 = DATA / "sample.mp4"
@@ -139,3 +142,46 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def ws_connect(io_loop, http_server, base_url):
+    """Opens native live WebSocket clients (`/ws`, or `path`); closes them at teardown."""
+    opened = []
+
+    async def connect(path: str = "/ws", **request_options) -> NativeClient:
+        url = base_url.replace("http://", "ws://") + path
+        request = tornado.httpclient.HTTPRequest(url, **request_options)
+        connection = await tornado.websocket.websocket_connect(request)
+        opened.append(connection)
+        return NativeClient(connection)
+
+    yield connect
+    for connection in opened:
+        connection.close()
+
+
+@pytest.fixture
+def sio_connect(io_loop):
+    """Connects python-socketio clients that record what they receive; disconnects them after."""
+    opened = []
+
+    async def connect(url: str, transports: list[str] | None = None) -> SocketIOWatcher:
+        watcher = SocketIOWatcher()
+        await watcher.connect(url, transports)
+        opened.append(watcher)
+        return watcher
+
+    yield connect
+    for watcher in opened:
+        io_loop.run_sync(watcher.client.disconnect)
+
+
+@pytest.fixture
+def redis_server(tmp_path, io_loop):
+    """A private redis-server on a free port, which the test may kill and restart."""
+    server = RedisServer(tmp_path)
+    server.start()
+    io_loop.run_sync(lambda: wait_until(server.answers))
+    yield server
+    server.kill()
