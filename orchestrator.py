@@ -40,6 +40,7 @@ class Services:
 
     db: Database
     live: LiveUpdates
+    socket_io: SocketIOEndpoint
     dispatcher: Dispatcher
     matches: Matches
     analysis: Analysis
@@ -57,27 +58,29 @@ async def open_services(config: Config, dsn: str) -> AsyncIterator[Services]:
     db = await Database.connect(dsn, config.db_pool_size)
     live = LiveUpdates(db, make_bus(config.redis_url))
     await live.start()
+    socket_io = SocketIOEndpoint(live, config.cors_origin)
     dispatcher = Dispatcher(db, live, config)
     await dispatcher.start()
     try:
         yield Services(
             db=db,
             live=live,
+            socket_io=socket_io,
             dispatcher=dispatcher,
             matches=Matches(db, live, config.upload_dir),
             analysis=Analysis(db, live),
         )
     finally:
         await dispatcher.stop()
+        await socket_io.close()
         await live.close()
         await db.close()
 
 
 def make_app(config: Config, services: Services) -> tornado.web.Application:
     routes = with_api_prefix(health.routes + matches.routes + callbacks.routes + live.routes)
-    socket_io = SocketIOEndpoint(services.live, config.cors_origin)
     return tornado.web.Application(
-        routes + socket_io.routes,
+        routes + services.socket_io.routes,
         default_handler_class=NotFoundHandler,
         config=config,
         **live.WEBSOCKET_SETTINGS,

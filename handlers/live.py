@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 # Messages a connection may have waiting; above the catch-up log's length, so a full replay fits.
 OUTBOX_LIMIT = 2000
 
-# Tornado's own keep-alive: a ping every 20 s, and a peer silent for 60 s is dropped.
+# Tornado's own keep-alive: a ping every 20 s; a peer that has not answered one within 20 s is
+# dropped (Tornado caps the timeout at the interval).
 WEBSOCKET_SETTINGS = {
     "websocket_ping_interval": 20,
-    "websocket_ping_timeout": 60,
+    "websocket_ping_timeout": 20,
     "websocket_max_message_size": 64 * 1024,
 }
 

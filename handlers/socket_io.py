@@ -24,7 +24,9 @@ class SocketIOEndpoint:
         self.live = live
         self.server = socketio.AsyncServer(
             async_mode="tornado",
-            cors_allowed_origins=lambda origin: origin_allowed(origin, cors_origin),
+            cors_allowed_origins=lambda origin: (
+                bool(origin) and origin_allowed(origin, cors_origin)
+            ),
         )
         self.server.on("joinMatch", self.join_match)
         self.server.on("leaveMatch", self.leave_match)
@@ -36,6 +38,10 @@ class SocketIOEndpoint:
                 return origin_allowed(origin, cors_origin)
 
         self.routes = [(r"/socket.io/", Handler)]
+
+    async def close(self) -> None:
+        """Stops the server's background tasks (call before the HTTP server stops)."""
+        await self.server.shutdown()
 
     async def deliver(self, update: Update) -> None:
         await self.server.emit(update.event, update.data, room=update.match_id)
