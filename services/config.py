@@ -16,25 +16,26 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("expected a port number 0..65535")
+def _number(kind: type, text: str, low: float, high: float, expected: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"expected {expected}")
     return value
+
+
+def _port(text: str) -> int:
+    return _number(int, text, 0, 65535, "a port number 0..65535")
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("expected a whole number of at least 1")
-    return value
+    return _number(int, text, 1, float("inf"), "a whole number of at least 1")
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("expected a number of at least 0")
-    return value
+    return _number(float, text, 0, float("inf"), "a number of at least 0")
 
 
 def _bytes(text: str) -> int:

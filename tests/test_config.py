@@ -1,0 +1,78 @@
+"""Settings come from the environment; a wrong one stops the start with one clear line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.config import ConfigError, load_config
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_defaults_match_the_contract():
+    config = load_config({})
+    assert (config.port, config.upload_dir, config.inference_url) == (
+        4000,
+        "static/uploads",
+        "http://localhost:8000",
+    )
+    assert config.max_upload_bytes == 5 * 1024**3
+    assert config.max_complete_bytes == 100 * 1000**2
+    assert (config.database_url, config.redis_url, config.cors_origin) == ("", "", ())
+
+
+def test_environment_overrides():
+    config = load_config(
+        {
+            "PORT": "8080",
+            "MAX_UPLOAD_BYTES": "10MiB",
+            "INFERENCE_URL": "http://engine:8000/",
+            "CORS_ORIGIN": "https://app.example, https://m.example/",
+            "LOG_LEVEL": "debug",
+        }
+    )
+    assert (config.port, config.max_upload_bytes, config.inference_url) == (
+        8080,
+        10 * 1024**2,
+        "http://engine:8000",
+    )
+    assert config.cors_origin == ("https://app.example", "https://m.example")
+    assert config.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"MAX_UPLOAD_BYTES": "lots"}, "MAX_UPLOAD_BYTES"),
+        ({"DISPATCH_MAX_ATTEMPTS": "0"}, "DISPATCH_MAX_ATTEMPTS"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "abc"}, "configuration error: PORT='abc'"),
+        ({"DATABASE_URL": "postgresql://root@127.0.0.1:1/none"}, "database unavailable:"),
+    ],
+)
+def test_start_refused_with_one_line(env, message):
+    result = subprocess.run(
+        [sys.executable, "orchestrator.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

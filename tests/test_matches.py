@@ -1,0 +1,202 @@
+"""The matches API: list, detail, stats, reanalyze, delete, URL intake, CORS and errors."""
+
+import uuid
+
+import psycopg2.extensions
+import pytest
+
+from tests.conftest import assert_error, drop_database
+from tests.test_callbacks import complete_body
+
+PREFIXES = ["", "/api/v1"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_list_is_newest_first_with_counts_and_without_tracking(api, create_match, prefix):
+    first = await create_match("https://videos.example/1.mp4")
+    second = await create_match("https://videos.example/2.mp4")
+    await api.post(f"/matches/{first['id']}/complete", complete_body())
+    listed = (await api.get(f"{prefix}/matches")).json
+    assert [item["id"] for item in listed] == [second["id"], first["id"]]
+    assert listed[1]["_count"] == {"events": 3, "highlights": 2}
+    assert listed[0]["_count"] == {"events": 0, "highlights": 0}
+    assert "trackingData" not in listed[1]
+    assert {
+        "id",
+        "uploadUrl",
+        "status",
+        "progress",
+        "duration",
+        "summary",
+        "highlightReelUrl",
+        "teamColors",
+        "heatmapUrl",
+        "thumbnailUrl",
+        "topSpeedKmh",
+        "userId",
+        "createdAt",
+        "updatedAt",
+    } <= set(listed[1])
+
+
+@pytest.mark.gen_test
+async def test_list_pages_with_limit_and_before(api, create_match):
+    ids = [(await create_match(f"https://videos.example/{n}.mp4"))["id"] for n in range(5)]
+    newest_first = ids[::-1]
+    page = (await api.get("/matches?limit=2")).json
+    assert [item["id"] for item in page] == newest_first[:2]
+    page = (await api.get(f"/matches?limit=2&before={page[-1]['id']}")).json
+    assert [item["id"] for item in page] == newest_first[2:4]
+    page = (await api.get(f"/matches?before={page[-1]['id']}")).json
+    assert [item["id"] for item in page] == newest_first[4:]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=5000", "limit"),
+        (f"before={uuid.uuid4()}", "before"),
+    ],
+)
+async def test_list_refuses_bad_paging(api, query, message):
+    assert_error(await api.get(f"/matches?{query}"), 400, message)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_detail_of_unknown_or_malformed_id_is_404(api, prefix):
+    assert_error(await api.get(f"{prefix}/matches/{uuid.uuid4()}"), 404, "Match not found")
+    assert_error(await api.get(f"{prefix}/matches/not-a-uuid"), 404)
+
+
+@pytest.mark.gen_test
+async def test_stats_add_up(api, create_match):
+    first = await create_match()
+    await create_match()
+    await api.post(f"/matches/{first['id']}/complete", complete_body(duration=90.5))
+    stats = (await api.get("/matches/stats")).json
+    assert stats == {
+        "totalMatches": 2,
+        "totalEvents": 3,
+        "totalHighlights": 2,
+        "totalDuration": 90.5,
+    }
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_reanalyze_clears_results_and_hands_over_again(api, create_match, inference, prefix):
+    match = await create_match()
+    await inference.wait_for_jobs(1)
+    await api.post(f"/matches/{match['id']}/complete", complete_body())
+    response = await api.post(f"{prefix}/matches/{match['id']}/reanalyze")
+    assert (response.code, response.json) == (200, {"ok": True})
+    detail = (await api.get(f"/matches/{match['id']}")).json
+    assert (detail["status"], detail["progress"]) == ("PROCESSING", 0)
+    assert (detail["events"], detail["highlights"], detail["emotionScores"]) == ([], [], [])
+    assert (detail["summary"], detail["trackingData"], detail["duration"]) == (None, None, None)
+    jobs = await inference.wait_for_jobs(2)
+    assert [job["match_id"] for job in jobs] == [match["id"], match["id"]]
+    assert jobs[1]["video_url"] == jobs[0]["video_url"]
+    assert jobs[1]["analysis_id"] != jobs[0]["analysis_id"]
+    assert jobs[1]["analysis_id"] == detail["analysisId"]
+
+
+@pytest.mark.gen_test
+async def test_reanalyze_unknown_match_is_404(api):
+    assert_error(await api.post(f"/matches/{uuid.uuid4()}/reanalyze"), 404)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_delete_removes_match_results_and_its_files(
+    api, services, upload_dir, inference, prefix
+):
+    (upload_dir / "video.mp4").write_bytes(b"video")
+    (upload_dir / "reel.mp4").write_bytes(b"reel")
+    (upload_dir / "keep.mp4").write_bytes(b"another match's file")
+    outside = upload_dir.parent / "outside.mp4"
+    outside.write_bytes(b"not ours")
+    match = await services.matches.create_from_upload("video.mp4", "final.mp4", None)
+    await api.post(
+        f"/matches/{match['id']}/complete",
+        complete_body(highlightReelUrl="/uploads/reel.mp4", thumbnailUrl="/uploads/../outside.mp4"),
+    )
+    response = await api.request("DELETE", f"{prefix}/matches/{match['id']}")
+    assert (response.code, response.json) == (200, {"ok": True})
+    assert_error(await api.get(f"/matches/{match['id']}"), 404)
+    assert sorted(path.name for path in upload_dir.iterdir()) == ["keep.mp4"]
+    assert outside.exists()
+    assert_error(await api.request("DELETE", f"/matches/{match['id']}"), 404)
+
+
+@pytest.mark.gen_test
+async def test_url_intake_creates_match_and_dispatches_clip_window(api, inference):
+    response = await api.post(
+        "/matches/youtube",
+        {"url": "https://www.youtube.com/watch?v=abc", "start_time": 30, "end_time": 90},
+    )
+    assert response.code == 201
+    match = response.json
+    assert (match["uploadUrl"], match["status"]) == (
+        "https://www.youtube.com/watch?v=abc",
+        "UPLOADED",
+    )
+    (job,) = await inference.wait_for_jobs(1)
+    assert job == {
+        "match_id": match["id"],
+        "analysis_id": match["analysisId"],
+        "video_url": "https://www.youtube.com/watch?v=abc",
+        "start_time": 30,
+        "end_time": 90,
+    }
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "url: required"),
+        ({"url": 5}, "url: expected string"),
+        ({"url": "file:///etc/passwd"}, "url"),
+        ({"url": "https://x", "start_time": "a"}, "start_time"),
+    ],
+)
+async def test_url_intake_refuses_bad_bodies(api, body, message):
+    assert_error(await api.post("/matches/youtube", body), 400, message)
+    assert (await api.get("/matches")).json == []
+
+
+@pytest.mark.gen_test
+async def test_cors_preflight_and_headers(api):
+    response = await api.request(
+        "OPTIONS",
+        "/api/v1/matches",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "Range" in response.headers["Access-Control-Allow-Headers"]
+    response = await api.get("/matches", headers={"Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    response = await api.get("/matches", headers={"Origin": "http://127.0.0.1:5173"})
+    assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+    assert "Content-Range" in response.headers["Access-Control-Expose-Headers"]
+
+
+@pytest.mark.gen_test
+async def test_unknown_route_is_a_json_404(api):
+    assert_error(await api.get("/nothing/here"), 404, "/nothing/here")
+
+
+@pytest.mark.gen_test
+async def test_health_reports_database_up_then_down(api, pg_server, database_url):
+    response = await api.get("/health")
+    assert (response.code, response.json["database"]) == (200, "up")
+    drop_database(pg_server, psycopg2.extensions.parse_dsn(database_url)["dbname"])
+    response = await api.get("/health")
+    assert (response.code, response.json["database"]) == (503, "down")
