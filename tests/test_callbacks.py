@@ -69,12 +69,16 @@ def results_of(response):
 
 
 @pytest.fixture
-def published(services):
+def published(services, monkeypatch):
     """Every live update the callbacks announce, as (match_id, event, data)."""
     updates = []
-    services.live.bus.subscribe(
-        lambda match_id, message: updates.append((match_id, message["event"], message["data"]))
-    )
+    publish = services.live.publish
+
+    async def record(match_id, event, data):
+        updates.append((match_id, event, data))
+        await publish(match_id, event, data)
+
+    monkeypatch.setattr(services.live, "publish", record)
     return updates
 
 
