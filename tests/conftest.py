@@ -125,6 +125,15 @@ def services(io_loop, config):
     )
     yield opened
     io_loop.run_sync(stack.aclose)
+    io_loop.run_sync(_cancel_leftover_tasks)
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Cancels what libraries left sleeping (Socket.IO's ping timers), as `asyncio.run` does."""
+    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture

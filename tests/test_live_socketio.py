@@ -3,16 +3,18 @@
 import pytest
 import tornado.httpclient
 
-from tests.live_clients import callback, create_match, event
+from tests.live_clients import callback, event
 
 TRANSPORTS = [pytest.param(["websocket"], id="websocket"), pytest.param(None, id="polling-upgrade")]
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
 @pytest.mark.gen_test(timeout=30)
-async def test_join_then_all_four_event_kinds(http_server, base_url, sio_connect, transports):
+async def test_join_then_all_four_event_kinds(
+    http_server, base_url, sio_connect, transports, create_match
+):
     """Guards the contract's joinMatch → joined (+ack) and the four live event shapes."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     watcher = await sio_connect(base_url, transports)
     ack = await watcher.client.call("joinMatch", match_id, timeout=10)
     assert ack == {"event": "joined", "data": match_id}
@@ -40,9 +42,11 @@ async def test_join_then_all_four_event_kinds(http_server, base_url, sio_connect
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
 @pytest.mark.gen_test(timeout=30)
-async def test_two_matches_on_one_connection(http_server, base_url, sio_connect, transports):
+async def test_two_matches_on_one_connection(
+    http_server, base_url, sio_connect, transports, create_match
+):
     """Guards rooms: one client watching two matches gets each one's updates, tagged by id."""
-    first, second = await create_match(base_url), await create_match(base_url)
+    first, second = (await create_match())["id"], (await create_match())["id"]
     watcher = await sio_connect(base_url, transports)
     await watcher.client.emit("joinMatch", first)
     await watcher.client.emit("joinMatch", second)
@@ -60,10 +64,10 @@ async def test_two_matches_on_one_connection(http_server, base_url, sio_connect,
 @pytest.mark.parametrize("transports", TRANSPORTS)
 @pytest.mark.gen_test(timeout=30)
 async def test_client_joining_after_three_events_receives_them(
-    http_server, base_url, sio_connect, transports
+    http_server, base_url, sio_connect, transports, create_match
 ):
     """Guards catch-up for the frontend: a refresh mid-analysis replays this run's updates."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     await callback(base_url, match_id, "progress", {"progress": 25, "stage": "tracking"})
     await callback(base_url, match_id, "live-event", event(4))
     await callback(base_url, match_id, "live-event", event(9, "SAVE"))
@@ -84,9 +88,9 @@ async def test_client_joining_after_three_events_receives_them(
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_reanalyze_clears_the_catch_up_log(http_server, base_url, sio_connect):
+async def test_reanalyze_clears_the_catch_up_log(http_server, base_url, sio_connect, create_match):
     """Guards that a new run's watchers are not replayed the previous run's events."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     await callback(base_url, match_id, "live-event", event(4))
     await tornado.httpclient.AsyncHTTPClient().fetch(
         f"{base_url}/matches/{match_id}/reanalyze", method="POST", body=""

@@ -6,13 +6,15 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from tests.live_clients import callback, create_match, event
+from tests.live_clients import callback, event
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_join_gets_snapshot_then_every_update_kind_in_order(ws_connect, base_url):
+async def test_join_gets_snapshot_then_every_update_kind_in_order(
+    ws_connect, base_url, create_match
+):
     """Guards the message shapes of the issue and that updates arrive numbered, in order."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     client = await ws_connect()
     snapshot = await client.join(match_id)
     assert snapshot["type"] == "snapshot"
@@ -44,17 +46,19 @@ async def test_join_gets_snapshot_then_every_update_kind_in_order(ws_connect, ba
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_api_prefixed_path_serves_the_same_endpoint(ws_connect, base_url):
+async def test_api_prefixed_path_serves_the_same_endpoint(ws_connect, base_url, create_match):
     """Guards `/api/v1/ws` (newer clients use the prefixed paths)."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     client = await ws_connect("/api/v1/ws")
     assert (await client.join(match_id))["type"] == "snapshot"
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_late_joiner_gets_state_and_the_updates_of_this_run(ws_connect, base_url):
+async def test_late_joiner_gets_state_and_the_updates_of_this_run(
+    ws_connect, base_url, create_match
+):
     """Guards catch-up: a page opened mid-analysis sees what already happened."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     await callback(base_url, match_id, "progress", {"progress": 30, "stage": "tracking"})
     await callback(base_url, match_id, "live-event", event(3))
     await callback(base_url, match_id, "live-event", event(7, "FOUL"))
@@ -73,9 +77,9 @@ async def test_late_joiner_gets_state_and_the_updates_of_this_run(ws_connect, ba
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_rejoin_since_gets_exactly_the_missed_updates(ws_connect, base_url):
+async def test_rejoin_since_gets_exactly_the_missed_updates(ws_connect, base_url, create_match):
     """Guards resume after a reconnect: no gap, no duplicate, in order."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     first = await ws_connect()
     await first.join(match_id)
     await callback(base_url, match_id, "progress", {"progress": 10})
@@ -101,9 +105,9 @@ async def test_rejoin_since_gets_exactly_the_missed_updates(ws_connect, base_url
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_leave_stops_updates_of_that_match_only(ws_connect, base_url):
+async def test_leave_stops_updates_of_that_match_only(ws_connect, base_url, create_match):
     """Guards leave: the left match goes quiet, the other joined match keeps updating."""
-    left, kept = await create_match(base_url), await create_match(base_url)
+    left, kept = (await create_match())["id"], (await create_match())["id"]
     client = await ws_connect()
     await client.join(left)
     await client.join(kept)
@@ -119,9 +123,11 @@ async def test_leave_stops_updates_of_that_match_only(ws_connect, base_url):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_bad_messages_get_an_error_and_the_connection_stays_usable(ws_connect, base_url):
+async def test_bad_messages_get_an_error_and_the_connection_stays_usable(
+    ws_connect, base_url, create_match
+):
     """Guards against a malformed message crashing the handler or closing the socket."""
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     client = await ws_connect()
     cases = [
         ("{not json", "not valid JSON"),
@@ -144,23 +150,23 @@ async def test_bad_messages_get_an_error_and_the_connection_stays_usable(ws_conn
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_disallowed_origin_is_refused_before_the_upgrade(ws_connect, base_url):
+async def test_disallowed_origin_is_refused_before_the_upgrade(ws_connect, base_url, create_match):
     """Guards the Origin check: a foreign page gets a real 403, a local one connects."""
     with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
         await ws_connect(headers={"Origin": "http://evil.test"})
     assert refused.value.code == 403
     client = await ws_connect(headers={"Origin": "http://localhost:3000"})
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     assert (await client.join(match_id))["type"] == "snapshot"
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_client_that_does_not_read_is_dropped_and_others_are_not_delayed(
-    app, ws_connect, base_url
+    app, ws_connect, base_url, create_match
 ):
     """Guards backpressure: a slow consumer's queue is bounded; it is closed, others keep up."""
     app.settings["ws_outbox_limit"] = 4
-    match_id = await create_match(base_url)
+    match_id = (await create_match())["id"]
     slow, fast = await ws_connect(), await ws_connect()
     await slow.join(match_id)
     await fast.join(match_id)
