@@ -62,11 +62,12 @@ class RedisBus:
     """
 
     def __init__(self, url: str, *, min_backoff: float = 0.1, max_backoff: float = 5.0) -> None:
-        # No client-side retries: a failed command surfaces at once and the subscription task
-        # owns reconnecting, so a callback never waits on a dead Redis.
+        # One immediate retry, on a fresh connection: a pooled connection may have died with an
+        # earlier Redis. Beyond that the subscription task owns reconnecting, so a callback
+        # never waits on a dead Redis.
         self._client = redis.asyncio.Redis.from_url(
             url,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),
             socket_connect_timeout=2,
             socket_timeout=2,
             socket_keepalive=True,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -15,11 +13,13 @@ import socketio
 import tornado.httpclient
 import tornado.websocket
 
+from bench.server import free_port
+
 EVENTS = ("joined", "snapshot", "progress", "matchEvent", "trackingUpdate", "complete")
 READ_SECONDS = 10
 
 
-async def create_match(base_url: str) -> str:
+async def create_match_over_http(base_url: str) -> str:
     response = await tornado.httpclient.AsyncHTTPClient().fetch(
         base_url + "/matches/youtube",
         method="POST",
@@ -107,12 +107,6 @@ class SocketIOWatcher:
         return matching()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RedisServer:
     """A private `redis-server` on a free loopback port that a test can kill and restart."""
 
@@ -149,7 +143,3 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-
-def orchestrator_env(**settings: str) -> dict[str, str]:
-    return {**os.environ, "LOG_LEVEL": "WARNING", **settings}
