@@ -47,7 +47,7 @@ class StatsHandler(APIHandler):
 class MatchHandler(APIHandler):
     async def get(self, match_id: str) -> None:
         async with self.db.connection() as conn:
-            match = await store_matches.get_match(conn, match_id)
+            match = await store_matches.get_match_detail(conn, match_id)
             if match is None:
                 raise self.not_found()
             results = await store_matches.get_results(conn, match_id)

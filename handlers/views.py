@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from store.db import Row
 
@@ -15,11 +18,10 @@ PRIVATE_COLUMNS = frozenset(
 
 def timestamp(value: datetime) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as the frontend parses it."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{value.microsecond // 1000:03d}Z"
-    )
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.cache
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
@@ -44,8 +46,11 @@ def list_item(row: Row) -> dict[str, Any]:
 
 
 def detail(row: Row, results: dict[str, list[Row]]) -> dict[str, Any]:
+    """A match with its results; `tracking_data` comes as JSON text and goes out as is."""
+    tracking = row["tracking_data"]
     return {
         **match(row),
+        "trackingData": orjson.Fragment(tracking) if tracking is not None else None,
         "events": [document(event) for event in results["events"]],
         "highlights": [document(highlight) for highlight in results["highlights"]],
         "emotionScores": [document(score) for score in results["emotion_scores"]],

@@ -49,8 +49,7 @@ class Matches:
     async def reanalyze(self, match_id: str) -> Row | None:
         """Drops the previous results and hands the same video over again as a new run."""
         async with self.db.transaction() as conn:
-            match = await store_matches.get_match(conn, match_id, lock=True)
-            if match is None:
+            if await store_matches.get_run_state(conn, match_id, lock=True) is None:
                 return None
             await store_matches.delete_results(conn, match_id)
             await live_updates.clear(conn, match_id)

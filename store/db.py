@@ -15,12 +15,17 @@ from typing import Any
 import aiopg
 import orjson
 import psycopg2
+import psycopg2.extras
 from psycopg2.extras import Json
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.engine import Compiled
 from sqlalchemy.sql import ClauseElement
 
 _DIALECT = pg_dialect.dialect()
+
+# JSON columns come back parsed by orjson (psycopg2's default is the slower stdlib json).
+psycopg2.extras.register_default_json(globally=True, loads=orjson.loads)
+psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)
 
 Row = dict[str, Any]
 
@@ -104,6 +109,7 @@ class Database:
                 timeout=timeout,
                 enable_hstore=False,
                 enable_uuid=False,
+                enable_json=False,
             )
         except (psycopg2.Error, OSError) as error:
             raise DatabaseUnavailable(_first_line(error)) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, tuple_, update
 
 from store.db import Connection, Row
 from store.tables import emotion_scores, events, highlights, matches
@@ -33,9 +33,10 @@ async def insert_match(conn: Connection, **values: Any) -> Row:
     return await conn.fetch_one(insert(matches).values(**values).returning(*matches.c))
 
 
-async def get_match(conn: Connection, match_id: str, *, lock: bool = False) -> Row | None:
-    query = select(*matches.c).where(matches.c.id == match_id)
-    return await conn.fetch_one(query.with_for_update() if lock else query)
+async def get_match_detail(conn: Connection, match_id: str) -> Row | None:
+    """The match with its tracking data as JSON text (passed through, never parsed)."""
+    tracking = cast(matches.c.tracking_data, Text).label("tracking_data")
+    return await conn.fetch_one(select(*LIST_COLUMNS, tracking).where(matches.c.id == match_id))
 
 
 _RUN_STATE = select(matches.c.id, matches.c.status, matches.c.analysis_id).where(
