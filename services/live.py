@@ -127,13 +127,10 @@ class LiveUpdates:
         match_id = match_key(match_id)
         if match_id is None:
             return
-        async with self._db.transaction() as conn:
-            seq = await log_store.next_seq(conn, match_id)
-            if seq is None:
-                return
-            await log_store.append(conn, match_id, seq, event_name, payload)
-            if seq > self._log_limit:
-                await log_store.trim(conn, match_id, seq - self._log_limit)
+        async with self._db.connection() as conn:
+            seq = await log_store.record(conn, match_id, event_name, payload, self._log_limit)
+        if seq is None:
+            return
         message = orjson.dumps({"seq": seq, "event": event_name, "data": payload})
         await self._bus.publish(match_id, message)
 
