@@ -101,7 +101,9 @@ async def wait_all(watchers: Watchers, timeout: float = 30.0) -> None:
         await asyncio.wait_for(watchers.arrived.wait(), timeout)
 
 
-async def one_match(session, base: str, pid: int, clients: int, updates: int) -> None:
+async def one_match(
+    session, base: str, pid: int, clients: int, updates: int, interval: float
+) -> None:
     (match_id,) = await create_matches(session, base, 1)
     server = psutil.Process(pid)
     before = server.memory_info().rss
@@ -112,11 +114,13 @@ async def one_match(session, base: str, pid: int, clients: int, updates: int) ->
     watchers.expect(clients * updates)
     for n in range(updates):
         await send_progress(session, base, watchers, match_id, f"one-{n}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)
     await wait_all(watchers)
     p50, p99 = percentiles(watchers.latencies)
     got = len(watchers.latencies)
-    print(f"{clients} clients on one match, {updates} updates ({got} deliveries):")
+    print(
+        f"{clients} clients on one match, {updates} updates {interval} s apart ({got} delivered):"
+    )
     print(f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"  server memory per idle joined connection: {per_connection / 1024:.1f} KB")
     await watchers.close()
@@ -170,7 +174,7 @@ async def main(args) -> None:
             aiohttp.ClientSession(connector=connector) as session,
         ):
             print(f"bus: {'redis' if args.redis else 'in-process'}")
-            await one_match(session, base, pid, args.clients, args.updates)
+            await one_match(session, base, pid, args.clients, args.updates, args.interval)
             await many_matches(session, base, args.clients)
 
 
@@ -178,5 +182,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between updates")
     parser.add_argument("--redis", default="", help="REDIS_URL for the server (default: none)")
     asyncio.run(main(parser.parse_args()))

@@ -7,8 +7,8 @@ current run without it), then live updates: `{"type": "progress" | "matchEvent" 
 "trackingUpdate" | "complete", "matchId", "seq", ...the update's fields}`. A bad message gets
 `{"type": "error", "message"}` and the connection stays open.
 
-Each connection writes from its own bounded outbox, one message at a time: a client that does
-not read fills only its own outbox and is closed when it overflows.
+Each connection writes one message at a time and queues the rest in its own bounded outbox: a
+client that does not read fills only its own outbox and is closed when it overflows.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
     def open(self) -> None:
         self._matches: set[str] = set()
         self._outbox: collections.deque[str] = collections.deque()
-        self._writer: asyncio.Task | None = None
+        self._writing: asyncio.Future | None = None
         self._closed = False
 
     @property
@@ -110,22 +110,30 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
     def _send(self, frame: str) -> None:
         if self._closed:
             return
-        if len(self._outbox) >= self.settings.get("ws_outbox_limit", OUTBOX_LIMIT):
+        if self._writing is None:
+            self._write(frame)
+        elif len(self._outbox) < self.settings.get("ws_outbox_limit", OUTBOX_LIMIT):
+            self._outbox.append(frame)
+        else:
             log.warning("Closing a WebSocket client that does not read: %s", self.request.remote_ip)
             self._forget()
             self.close(SLOW_CONSUMER_CLOSE, "slow consumer")
-            return
-        self._outbox.append(frame)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
 
-    async def _write(self) -> None:
-        """Sends the outbox in order, each message once the previous one reached the socket."""
+    def _write(self, frame: str) -> None:
+        """Hands one message to the socket; the next waits until this one reached the socket."""
         try:
-            while self._outbox:
-                await self.write_message(self._outbox.popleft())
+            self._writing = self.write_message(frame)
         except tornado.websocket.WebSocketClosedError:
-            self._outbox.clear()
+            self._forget()
+            return
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, writing: asyncio.Future) -> None:
+        self._writing = None
+        if writing.cancelled() or writing.exception() is not None:
+            self._forget()
+        elif self._outbox:
+            self._write(self._outbox.popleft())
 
 
 routes = [(r"/ws", LiveSocket)]
