@@ -29,8 +29,6 @@ from store.db import Database, Row
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("progress", "matchEvent", "trackingUpdate", "complete")
-
 
 @dataclasses.dataclass(eq=False)
 class Update:
