@@ -46,6 +46,7 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
         self._matches: set[str] = set()
         self._outbox: collections.deque[str] = collections.deque()
         self._writing: asyncio.Future | None = None
+        self._outbox_limit = self.settings.get("ws_outbox_limit", OUTBOX_LIMIT)
         self._closed = False
 
     @property
@@ -112,7 +113,7 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
             return
         if self._writing is None:
             self._write(frame)
-        elif len(self._outbox) < self.settings.get("ws_outbox_limit", OUTBOX_LIMIT):
+        elif len(self._outbox) < self._outbox_limit:
             self._outbox.append(frame)
         else:
             log.warning("Closing a WebSocket client that does not read: %s", self.request.remote_ip)
