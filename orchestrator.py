@@ -2,8 +2,9 @@
 
 Reads the configuration from the environment, opens the shared resources (database, bus,
 dispatcher), builds the Tornado application and serves it until SIGTERM or SIGINT, then shuts
-down gracefully: no new connections, requests in flight get SHUTDOWN_GRACE_SECONDS to finish,
-jobs being handed to inference are finished or given back to the queue, and the exit code is 0.
+down gracefully: no new connections, WebSockets closed with 1001 "going away", requests in
+flight get SHUTDOWN_GRACE_SECONDS to finish, jobs being handed to inference are finished or
+given back to the queue, and the exit code is 0.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from collections.abc import AsyncIterator
 
 import tornado.web
 
-from handlers import callbacks, health, matches
+from handlers import callbacks, health, live, matches
 from handlers.base import NotFoundHandler, with_api_prefix
-from handlers.server import DrainingHTTPServer
+from handlers.server import DrainingHTTPServer, OpenWebSockets
+from handlers.socket_io import SocketIOEndpoint
 from services.analysis import Analysis
-from services.bus import LocalBus
+from services.bus import make_bus
 from services.config import Config, ConfigError, load_config
 from services.dispatch import Dispatcher
 from services.live import LiveUpdates
@@ -41,6 +43,8 @@ class Services:
 
     db: Database
     live: LiveUpdates
+    socket_io: SocketIOEndpoint
+    websockets: OpenWebSockets
     dispatcher: Dispatcher
     matches: Matches
     analysis: Analysis
@@ -56,31 +60,35 @@ async def open_services(config: Config, dsn: str) -> AsyncIterator[Services]:
     """Migrates the database, then opens the pool, bus and dispatcher; closes them after."""
     await asyncio.get_running_loop().run_in_executor(None, migrate.upgrade, dsn)
     db = await Database.connect(dsn, config.db_pool_size)
-    bus = LocalBus()
-    await bus.start()
-    live = LiveUpdates(db, bus)
+    live = LiveUpdates(db, make_bus(config.redis_url))
+    await live.start()
+    socket_io = SocketIOEndpoint(live, config.cors_origin)
     dispatcher = Dispatcher(db, live, config)
     await dispatcher.start()
     try:
         yield Services(
             db=db,
             live=live,
+            socket_io=socket_io,
+            websockets=OpenWebSockets(),
             dispatcher=dispatcher,
             matches=Matches(db, live, config.upload_dir),
             analysis=Analysis(db, live),
         )
     finally:
         await dispatcher.stop()
-        await bus.close()
+        await socket_io.close()
+        await live.close()
         await db.close()
 
 
 def make_app(config: Config, services: Services) -> tornado.web.Application:
-    routes = with_api_prefix(health.routes + matches.routes + callbacks.routes)
+    routes = with_api_prefix(health.routes + matches.routes + callbacks.routes + live.routes)
     return tornado.web.Application(
-        routes,
+        routes + services.socket_io.routes,
         default_handler_class=NotFoundHandler,
         config=config,
+        **live.WEBSOCKET_SETTINGS,
         **vars(services),
     )
 
@@ -115,8 +123,13 @@ async def _stop_signal() -> int:
 
 
 async def shut_down(server: DrainingHTTPServer, services: Services, grace: float) -> None:
-    """Stops accepting, lets requests and hand-offs in flight finish within `grace` seconds."""
-    unfinished, _ = await asyncio.gather(server.drain(grace), services.dispatcher.stop(grace))
+    """Stops accepting, closes WebSockets with 1001, and lets requests and hand-offs in flight
+    finish within `grace` seconds."""
+    unfinished, _, _ = await asyncio.gather(
+        server.drain(grace),
+        services.websockets.close_all(grace),
+        services.dispatcher.stop(grace),
+    )
     if unfinished:
         log.warning("closing %d request(s) still running after %.0f s", unfinished, grace)
     await server.close_all_connections()

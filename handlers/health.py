@@ -26,10 +26,15 @@ class HealthHandler(APIHandler):
             database = "up"
         except (psycopg2.Error, OSError, TimeoutError):
             database = "down"
-        healthy = database == "up"
+        live = self.settings["live"].health()
+        if database != "up":
+            status = "unavailable"
+        else:
+            # Without Redis callbacks still work; only live push waits for it to come back.
+            status = "degraded" if live["redis"] == "down" else "ok"
         self.write_json(
-            {"status": "ok" if healthy else "unavailable", "database": database},
-            status=200 if healthy else 503,
+            {"status": status, "database": database, **live},
+            status=503 if status == "unavailable" else 200,
         )
 
 

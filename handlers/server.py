@@ -1,9 +1,11 @@
-"""The HTTP server, knowing which requests are in flight so that shutdown can let them finish.
+"""What graceful shutdown needs to know: requests in flight, and open WebSockets.
 
 Tornado's `HTTPServer.close_all_connections()` cuts requests still being served; Tornado's
 maintainers suggest wrapping the HTTP delegate interfaces to know when they are over
 (tornadoweb/tornado#3009). A request counts from its headers until its answer is finished,
-its connection closes, or it is upgraded to a WebSocket (which is closed on its own).
+its connection closes, or it is upgraded to a WebSocket. WebSockets are not the HTTP
+server's any more once upgraded (`close_all_connections()` leaves them open): their handlers
+register in `OpenWebSockets`, which closes them with 1001 "going away".
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+import tornado.websocket
 from tornado import httputil
 from tornado.httpserver import HTTPServer
+
+# RFC 6455 7.4.1: 1001, the endpoint is going away (a server going down).
+GOING_AWAY = 1001
 
 
 class DrainingHTTPServer(HTTPServer):
@@ -125,3 +131,34 @@ class _TrackedDelegate(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         self._connection.end()
         self._delegate.on_connection_close()
+
+
+class OpenWebSockets:
+    """This process's open WebSockets. Handlers `add` themselves in `open()`, `discard` in
+    `on_close()`; shutdown closes the rest."""
+
+    def __init__(self) -> None:
+        self._open: set[tornado.websocket.WebSocketHandler] = set()
+        self._none_open = asyncio.Event()
+        self._none_open.set()
+
+    def add(self, handler: tornado.websocket.WebSocketHandler) -> None:
+        self._open.add(handler)
+        self._none_open.clear()
+
+    def discard(self, handler: tornado.websocket.WebSocketHandler) -> None:
+        self._open.discard(handler)
+        if not self._open:
+            self._none_open.set()
+
+    async def close_all(self, timeout: float) -> int:
+        """Closes each with 1001 "going away"; waits up to `timeout` s for the clients to answer.
+
+        Returns how many did not answer in time (Tornado drops those a few seconds later).
+        """
+        for handler in list(self._open):
+            handler.close(GOING_AWAY, "going away")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._none_open.wait()
+        return len(self._open)

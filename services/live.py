@@ -1,19 +1,237 @@
-"""Live updates of a match's analysis, handed to the bus for every watcher."""
+"""Live updates of matches: numbered, logged for catch-up, carried by the bus, fanned out.
+
+Every update gets the next number of its match (`seq`) and a row in the catch-up log in one
+transaction, then goes on the bus as `{"seq", "event", "data"}`. Each process keeps a room per
+watched match holding its local listeners (a native WebSocket client, or the Socket.IO room)
+and the last number it handed them. A room hands updates out strictly in number order, each
+once: an update arriving ahead of its predecessors (published by another process, or after a
+bus outage) first pulls the missing ones from the log, and an update already handed out is
+dropped. A listener joining under the room's lock gets the match's state and the logged
+updates of the current run, then live updates from exactly where that left off.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import collections
+import dataclasses
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Protocol
 
-from services.bus import LocalBus
-from store.db import Database
+import orjson
+
+from services.bus import LocalBus, RedisBus
+from store import live_updates as log_store
+from store.db import Database, Row
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class Update:
+    match_id: str
+    seq: int
+    event: str
+    data: dict
+
+    @functools.cached_property
+    def frame(self) -> str:
+        """The update as one native WebSocket message, encoded once for all its clients."""
+        message = {**self.data, "type": self.event, "matchId": self.match_id, "seq": self.seq}
+        return orjson.dumps(message).decode()
+
+    @classmethod
+    def from_row(cls, match_id: str, row: Row) -> Update:
+        return cls(match_id, row["seq"], row["kind"], row["payload"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A match's state as of update `seq`."""
+
+    match_id: str
+    seq: int
+    status: str
+    progress: int
+    stage: str | None
+
+    def message(self) -> dict:
+        return {
+            "type": "snapshot",
+            "matchId": self.match_id,
+            "seq": self.seq,
+            "status": self.status,
+            "progress": self.progress,
+            "stage": self.stage,
+        }
+
+
+class Listener(Protocol):
+    """Something in a room: gets the room's updates in order; must not wait on its client."""
+
+    async def deliver(self, update: Update) -> None: ...
+
+
+CatchUp = Callable[[Snapshot, list[Update]], Awaitable[None]]
+
+
+@dataclasses.dataclass(eq=False)
+class _Room:
+    seq: int = 0
+    listeners: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    joining: int = 0
+
+
+def match_key(text: object) -> str | None:
+    """The canonical form of a match id (rooms and channels are keyed by it); None if not one."""
+    try:
+        return str(uuid.UUID(str(text)))
+    except ValueError:
+        return None
 
 
 class LiveUpdates:
-    """The one seam through which callbacks and the dispatcher announce what happened."""
+    """The publish seam for callbacks, and the room registry for this process's clients."""
 
-    def __init__(self, db: Database, bus: LocalBus) -> None:
-        self.db = db
-        self.bus = bus
+    def __init__(self, db: Database, bus: LocalBus | RedisBus, log_limit: int = 1000) -> None:
+        self._db = db
+        self._bus = bus
+        self._log_limit = log_limit
+        self._rooms: dict[str, _Room] = {}
+        self._tasks: set[asyncio.Task] = set()
 
-    async def publish(self, match_id: str, event: str, payload: dict[str, Any]) -> None:
-        await self.bus.publish(match_id, {"event": event, "data": payload})
+    async def start(self) -> None:
+        await self._bus.start(self._received, self._resume)
+
+    async def close(self) -> None:
+        await self._bus.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def health(self) -> dict[str, str]:
+        return self._bus.health()
+
+    async def publish(self, match_id: str, event_name: str, payload: dict) -> None:
+        """Number, log and broadcast one update (call after the change it reports committed).
+
+        Never raises for a bus outage: the update is in the log, and rooms fetch it when the
+        bus is back. An update for a deleted match is dropped.
+        """
+        match_id = match_key(match_id)
+        if match_id is None:
+            return
+        async with self._db.connection() as conn:
+            seq = await log_store.record(conn, match_id, event_name, payload, self._log_limit)
+        if seq is None:
+            return
+        message = orjson.dumps({"seq": seq, "event": event_name, "data": payload})
+        await self._bus.publish(match_id, message)
+
+    async def join(
+        self, match_id: str, listener: Listener, catch_up: CatchUp, since: int | None = None
+    ) -> bool:
+        """Add `listener` to the match's room; False if there is no such match.
+
+        Before the listener receives anything live, `catch_up(snapshot, updates)` is awaited
+        with the match's state and the logged updates numbered above `since` (all of the
+        current run's when None). Live updates then continue after `snapshot.seq`.
+        """
+        room = self._rooms.setdefault(match_id, _Room())
+        room.joining += 1
+        try:
+            async with room.lock:
+                async with self._db.connection() as conn:
+                    state = await log_store.state(conn, match_id)
+                    if state is None:
+                        return False
+                    after = 0 if since is None else since
+                    if room.listeners:
+                        after = min(after, room.seq)
+                    rows = await log_store.since(conn, match_id, after, upto=state["live_seq"])
+                logged = [Update.from_row(match_id, row) for row in rows]
+                await self._hand_out(room, logged)
+                room.seq = max(room.seq, state["live_seq"])
+                snapshot = Snapshot(
+                    match_id, state["live_seq"], state["status"], state["progress"], state["stage"]
+                )
+                missed = [update for update in logged if since is None or update.seq > since]
+                await catch_up(snapshot, missed)
+                room.listeners[listener] += 1
+                return True
+        finally:
+            room.joining -= 1
+            self._forget_if_empty(match_id, room)
+
+    def leave(self, match_id: str, listener: Listener) -> None:
+        """Take one membership of `listener` out of the match's room (no-op if it has none)."""
+        room = self._rooms.get(match_id)
+        if room is None or listener not in room.listeners:
+            return
+        room.listeners[listener] -= 1
+        if room.listeners[listener] <= 0:
+            del room.listeners[listener]
+        self._forget_if_empty(match_id, room)
+
+    def _received(self, match_id: str, message: bytes) -> None:
+        room = self._rooms.get(match_id)
+        if room is None:
+            return
+        try:
+            decoded = orjson.loads(message)
+            update = Update(match_id, int(decoded["seq"]), decoded["event"], decoded["data"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("Dropped a malformed live update for match %s", match_id)
+            return
+        self._spawn(self._deliver(match_id, room, update))
+
+    def _resume(self) -> None:
+        for match_id, room in self._rooms.items():
+            self._spawn(self._deliver(match_id, room, None))
+
+    async def _deliver(self, match_id: str, room: _Room, update: Update | None) -> None:
+        """Hand out `update` after any logged updates the room has not seen (all of them when
+        `update` is None); updates the room already handed out are dropped."""
+        async with room.lock:
+            if update is not None and update.seq <= room.seq:
+                return
+            pending = [update] if update is not None else []
+            if update is None or update.seq > room.seq + 1:
+                async with self._db.connection() as conn:
+                    rows = await log_store.since(conn, match_id, room.seq)
+                logged = [Update.from_row(match_id, row) for row in rows]
+                pending = _merge(logged, pending)
+            await self._hand_out(room, pending)
+
+    async def _hand_out(self, room: _Room, updates: Iterable[Update]) -> None:
+        for update in updates:
+            if update.seq <= room.seq:
+                continue
+            room.seq = update.seq
+            for listener in list(room.listeners):
+                if listener in room.listeners:
+                    await listener.deliver(update)
+
+    def _forget_if_empty(self, match_id: str, room: _Room) -> None:
+        if not room.listeners and not room.joining and self._rooms.get(match_id) is room:
+            del self._rooms[match_id]
+
+    def _spawn(self, coroutine: Coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Live update delivery failed", exc_info=task.exception())
+
+
+def _merge(logged: list[Update], pending: list[Update]) -> list[Update]:
+    """Logged updates plus the pending one when the log no longer has it, in number order."""
+    known = {update.seq for update in logged}
+    return sorted([*logged, *(u for u in pending if u.seq not in known)], key=lambda u: u.seq)

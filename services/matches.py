@@ -10,7 +10,7 @@ from typing import Any
 
 from services import faults, media
 from services.live import LiveUpdates
-from store import jobs
+from store import jobs, live_updates
 from store import matches as store_matches
 from store.db import Database, Row
 
@@ -45,6 +45,7 @@ class Matches:
             if await store_matches.get_run_state(conn, match_id, lock=True) is None:
                 return None
             await store_matches.delete_results(conn, match_id)
+            await live_updates.clear(conn, match_id)
             match = await store_matches.update_match(
                 conn,
                 match_id,

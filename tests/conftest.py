@@ -16,10 +16,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import tornado.httpclient
 import tornado.httpserver
 import tornado.web
+import tornado.websocket
 from psycopg2 import sql
-from tornado.httpclient import AsyncHTTPClient
 
 from orchestrator import make_app, open_services
 from services.config import load_config
@@ -27,6 +28,7 @@ from store import migrate
 from store.db import Database
 from store.embedded import start_embedded_postgres
 from tests.fake_inference import FakeInference
+from tests.live_clients import NativeClient, RedisServer, SocketIOWatcher
 from tests.server_process import ServerProcess
 
 DATA = Path(__file__).parent / "data"
@@ -169,9 +171,9 @@ def database(io_loop, database_url) -> Database:
 
 
 @pytest.fixture
-def client(io_loop) -> AsyncHTTPClient:
+def client(io_loop) -> tornado.httpclient.AsyncHTTPClient:
     """An HTTP client for servers outside the test's app (child processes)."""
-    opened = AsyncHTTPClient(force_instance=True, max_clients=50)
+    opened = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=50)
     yield opened
     opened.close()
 
@@ -184,6 +186,29 @@ def services(io_loop, config):
     )
     yield opened
     io_loop.run_sync(stack.aclose)
+    io_loop.run_sync(_cancel_leftover_tasks)
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Cancels what libraries left sleeping (Socket.IO's ping timers), as `asyncio.run` does."""
+    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+@pytest.fixture
+def published(services, monkeypatch):
+    """Every live update the service announces, as (match_id, event, data)."""
+    updates = []
+    publish = services.live.publish
+
+    async def record(match_id, event, data):
+        updates.append((match_id, event, data))
+        await publish(match_id, event, data)
+
+    monkeypatch.setattr(services.live, "publish", record)
+    return updates
 
 
 @pytest.fixture
@@ -260,3 +285,46 @@ def assert_error(response, status: int, *fragments: str) -> None:
     assert response.json["error"]
     for fragment in fragments:
         assert fragment in response.json["message"], response.json["message"]
+
+
+@pytest.fixture
+def ws_connect(io_loop, http_server, base_url):
+    """Opens native live WebSocket clients (`/ws`, or `path`); closes them at teardown."""
+    opened = []
+
+    async def connect(path: str = "/ws", **request_options) -> NativeClient:
+        url = base_url.replace("http://", "ws://") + path
+        request = tornado.httpclient.HTTPRequest(url, **request_options)
+        connection = await tornado.websocket.websocket_connect(request)
+        opened.append(connection)
+        return NativeClient(connection)
+
+    yield connect
+    for connection in opened:
+        connection.close()
+
+
+@pytest.fixture
+def sio_connect(io_loop):
+    """Connects python-socketio clients that record what they receive; disconnects them after."""
+    opened = []
+
+    async def connect(url: str, transports: list[str] | None = None) -> SocketIOWatcher:
+        watcher = SocketIOWatcher()
+        await watcher.connect(url, transports)
+        opened.append(watcher)
+        return watcher
+
+    yield connect
+    for watcher in opened:
+        io_loop.run_sync(watcher.client.disconnect)
+
+
+@pytest.fixture
+def redis_server(tmp_path, io_loop):
+    """A private redis-server on a free port, which the test may kill and restart."""
+    server = RedisServer(tmp_path)
+    server.start()
+    io_loop.run_sync(lambda: wait_until(server.answers))
+    yield server
+    server.kill()

@@ -68,16 +68,6 @@ def results_of(response):
     )
 
 
-@pytest.fixture
-def published(services):
-    """Every live update the callbacks announce, as (match_id, event, data)."""
-    updates = []
-    services.live.bus.subscribe(
-        lambda match_id, message: updates.append((match_id, message["event"], message["data"]))
-    )
-    return updates
-
-
 @pytest.mark.gen_test
 @pytest.mark.parametrize("prefix", PREFIXES)
 async def test_progress_moves_match_to_processing_and_announces(

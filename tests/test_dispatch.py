@@ -37,11 +37,9 @@ async def test_refused_hand_off_is_retried(create_match, inference, db):
 @pytest.mark.gen_test
 @pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")
 async def test_engine_down_past_the_retry_limit_fails_the_match(
-    create_match, inference, db, services, api
+    create_match, inference, db, published, api
 ):
     """Guards against a match waiting forever, or failing without saying why."""
-    announced = []
-    services.live.bus.subscribe(lambda match_id, message: announced.append((match_id, message)))
     await inference.stop()
     match = await create_match()
 
@@ -54,10 +52,7 @@ async def test_engine_down_past_the_retry_limit_fails_the_match(
         row["failure_reason"],
     ), row["failure_reason"]
     assert await queue_is_empty(db)
-    assert (
-        match["id"],
-        {"event": "progress", "data": {"matchId": match["id"], "progress": -1}},
-    ) in (announced)
+    assert (match["id"], "progress", {"matchId": match["id"], "progress": -1}) in published
     detail = (await api.get(f"/matches/{match['id']}")).json
     assert detail["status"] == "FAILED"
     assert detail["failureReason"] == row["failure_reason"]

@@ -7,6 +7,7 @@ import json
 import signal
 
 import pytest
+import tornado.websocket
 
 from tests.conftest import wait_until
 from tests.queries import match_row, queue_is_empty, queued_jobs
@@ -73,6 +74,40 @@ async def test_sigterm_gives_back_a_job_being_sent(start_server, client, inferen
     inference.let_go()
     await wait_until(lambda: queue_is_empty(database))
     assert (await match_row(database, match["id"]))["status"] == "PROCESSING"
+
+
+async def read_until_closed(connection: tornado.websocket.WebSocketClientConnection) -> list:
+    messages = []
+    while (message := await connection.read_message()) is not None:
+        messages.append(message)
+    return messages
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_closes_websockets_with_going_away(start_server, client, inference):
+    """Guards against watchers left hanging (or told not to reconnect) by a restart.
+
+    The long grace shows that open WebSockets do not hold the shutdown up.
+    """
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="30")
+    match = await create_match(client, server)
+    ws_url = server.url.replace("http://", "ws://")
+    native = await tornado.websocket.websocket_connect(f"{ws_url}/ws")
+    await native.write_message(json.dumps({"type": "join", "matchId": match["id"]}))
+    assert json.loads(await native.read_message())["type"] == "snapshot"
+    engine_io = await tornado.websocket.websocket_connect(
+        f"{ws_url}/socket.io/?EIO=4&transport=websocket"
+    )
+    assert (await engine_io.read_message()).startswith("0{")  # engine.io "open"
+    await engine_io.write_message("40")  # Socket.IO "connect"
+    assert (await engine_io.read_message()).startswith("40{")
+
+    server.signal(signal.SIGTERM)
+    await read_until_closed(native)
+    await read_until_closed(engine_io)
+    assert (native.close_code, native.close_reason) == (1001, "going away")
+    assert (engine_io.close_code, engine_io.close_reason) == (1001, "going away")
+    assert await server.exited(timeout=10) == 0
 
 
 @pytest.mark.gen_test(timeout=60)

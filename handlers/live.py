@@ -1,0 +1,142 @@
+"""Native WebSocket endpoint for live updates (`/ws`), for clients that do not speak Socket.IO.
+
+The client sends `{"type": "join", "matchId": ..., "since"?: N}` or `{"type": "leave",
+"matchId": ...}` (`schema/ws_message.json`). On join the server sends a `snapshot` (status,
+progress, stage, as of update `seq`), then the logged updates numbered above `since` (the whole
+current run without it), then live updates: `{"type": "progress" | "matchEvent" |
+"trackingUpdate" | "complete", "matchId", "seq", ...the update's fields}`. A bad message gets
+`{"type": "error", "message"}` and the connection stays open.
+
+Each connection writes one message at a time and queues the rest in its own bounded outbox: a
+client that does not read fills only its own outbox and is closed when it overflows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+import orjson
+import tornado.websocket
+
+import schema
+from handlers.base import origin_allowed
+from services.live import Snapshot, Update, match_key
+
+log = logging.getLogger(__name__)
+
+# Messages a connection may have waiting; above the catch-up log's length, so a full replay fits.
+OUTBOX_LIMIT = 2000
+
+# Tornado's own keep-alive: a ping every 20 s; a peer that has not answered one within 20 s is
+# dropped (Tornado caps the timeout at the interval).
+WEBSOCKET_SETTINGS = {
+    "websocket_ping_interval": 20,
+    "websocket_ping_timeout": 20,
+    "websocket_max_message_size": 64 * 1024,
+}
+
+# RFC 6455 7.4.1: 1008, the endpoint received a message that violates its policy.
+SLOW_CONSUMER_CLOSE = 1008
+
+
+class LiveSocket(tornado.websocket.WebSocketHandler):
+    def open(self) -> None:
+        self.settings["websockets"].add(self)
+        self._matches: set[str] = set()
+        self._outbox: collections.deque[str] = collections.deque()
+        self._writing: asyncio.Future | None = None
+        self._outbox_limit = self.settings.get("ws_outbox_limit", OUTBOX_LIMIT)
+        self._closed = False
+
+    @property
+    def live(self):
+        return self.settings["live"]
+
+    def check_origin(self, origin: str) -> bool:
+        return origin_allowed(origin, self.settings["config"].cors_origin)
+
+    async def on_message(self, message: str | bytes) -> None:
+        try:
+            request = orjson.loads(message)
+            schema.validate("ws_message", request)
+        except orjson.JSONDecodeError as error:
+            self._send_error(f"body: not valid JSON ({error})")
+            return
+        except schema.InvalidBody as error:
+            self._send_error(str(error))
+            return
+        match_id = match_key(request["matchId"])
+        if request["type"] == "join":
+            await self._join(match_id, request.get("since"))
+        elif match_id in self._matches:
+            self._matches.discard(match_id)
+            self.live.leave(match_id, self)
+
+    def on_close(self) -> None:
+        self.settings["websockets"].discard(self)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Leave every room and drop what is waiting: nothing more is sent on this connection."""
+        self._closed = True
+        self._outbox.clear()
+        for match_id in self._matches:
+            self.live.leave(match_id, self)
+        self._matches.clear()
+
+    async def deliver(self, update: Update) -> None:
+        self._send(update.frame)
+
+    async def _join(self, match_id: str, since: int | None) -> None:
+        if not await self.live.join(match_id, self, self._catch_up, since):
+            self._send_error("matchId: no such match", match_id)
+        elif match_id in self._matches or self._closed:
+            # Already a member (a rejoin replays, it does not add a second membership), or the
+            # connection closed while joining.
+            self.live.leave(match_id, self)
+        else:
+            self._matches.add(match_id)
+
+    async def _catch_up(self, snapshot: Snapshot, updates: list[Update]) -> None:
+        self._send(orjson.dumps(snapshot.message()).decode())
+        for update in updates:
+            self._send(update.frame)
+
+    def _send_error(self, message: str, match_id: str | None = None) -> None:
+        error = {"type": "error", "message": message}
+        if match_id is not None:
+            error["matchId"] = match_id
+        self._send(orjson.dumps(error).decode())
+
+    def _send(self, frame: str) -> None:
+        if self._closed:
+            return
+        if self._writing is None:
+            self._write(frame)
+        elif len(self._outbox) < self._outbox_limit:
+            self._outbox.append(frame)
+        else:
+            log.warning("Closing a WebSocket client that does not read: %s", self.request.remote_ip)
+            self._forget()
+            self.close(SLOW_CONSUMER_CLOSE, "slow consumer")
+
+    def _write(self, frame: str) -> None:
+        """Hands one message to the socket; the next waits until this one reached the socket."""
+        try:
+            self._writing = self.write_message(frame)
+        except tornado.websocket.WebSocketClosedError:
+            self._forget()
+            return
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, writing: asyncio.Future) -> None:
+        self._writing = None
+        if writing.cancelled() or writing.exception() is not None:
+            self._forget()
+        elif self._outbox:
+            self._write(self._outbox.popleft())
+
+
+routes = [(r"/ws", LiveSocket)]

@@ -1,0 +1,94 @@
+"""Socket.IO endpoint at `/socket.io/` for the existing frontend (python-socketio, Tornado mode).
+
+The client emits `joinMatch` with a match id; it is answered with the event `joined` (and the
+ack `{"event": "joined", "data": id}` when asked for), then the match's `snapshot` and the
+logged updates of its current run, then live `progress`, `matchEvent`, `trackingUpdate` and
+`complete` events, emitted to the match's room. Both transports work (websocket, and
+long-polling with upgrade); browsers' origins are checked against CORS_ORIGIN.
+"""
+
+from __future__ import annotations
+
+import socketio
+
+from handlers.base import origin_allowed
+from services.live import LiveUpdates, Snapshot, Update, match_key
+
+NAMESPACE = "/"
+
+
+class SocketIOEndpoint:
+    """The Socket.IO server, and its one listener in each watched match's live room."""
+
+    def __init__(self, live: LiveUpdates, cors_origin: tuple[str, ...]) -> None:
+        self.live = live
+        self.server = socketio.AsyncServer(
+            async_mode="tornado",
+            cors_allowed_origins=lambda origin: (
+                bool(origin) and origin_allowed(origin, cors_origin)
+            ),
+        )
+        self.server.on("joinMatch", self.join_match)
+        self.server.on("leaveMatch", self.leave_match)
+        self.server.on("disconnect", self.disconnected)
+
+        class Handler(socketio.get_tornado_handler(self.server)):
+            def check_origin(self, origin: str) -> bool:
+                # The engine.io handler cannot test a callable against the origin itself.
+                return origin_allowed(origin, cors_origin)
+
+            async def open(self, *args, **kwargs) -> None:
+                # A WebSocket transport: shutdown closes it with 1001, so the client reconnects
+                # (an engine.io "disconnect" would tell socket.io-client not to).
+                self.settings["websockets"].add(self)
+                await super().open(*args, **kwargs)
+
+            def on_close(self) -> None:
+                self.settings["websockets"].discard(self)
+                super().on_close()
+
+        self.routes = [(r"/socket.io/", Handler)]
+
+    async def close(self) -> None:
+        """Stops the server's background tasks (call before the HTTP server stops)."""
+        await self.server.shutdown()
+
+    async def deliver(self, update: Update) -> None:
+        await self.server.emit(update.event, update.data, room=update.match_id)
+
+    async def join_match(self, sid: str, match_id: object) -> dict:
+        key = match_key(match_id)
+        entered = False
+
+        async def catch_up(snapshot: Snapshot, updates: list[Update]) -> None:
+            nonlocal entered
+            await self.server.emit("joined", match_id, to=sid)
+            if not self._connected(sid) or key in self.server.rooms(sid):
+                return
+            await self.server.enter_room(sid, key)
+            entered = True
+            await self.server.emit("snapshot", snapshot.message(), to=sid)
+            for update in updates:
+                await self.server.emit(update.event, update.data, to=sid)
+
+        if key is None or not await self.live.join(key, self, catch_up):
+            # The old service let any id join its room; an unknown match just never updates.
+            await self.server.emit("joined", match_id, to=sid)
+        elif not entered:
+            # Already in the room, or gone while joining: one membership per client and match.
+            self.live.leave(key, self)
+        return {"event": "joined", "data": match_id}
+
+    async def leave_match(self, sid: str, match_id: object) -> None:
+        key = match_key(match_id)
+        if key is not None and key in self.server.rooms(sid):
+            await self.server.leave_room(sid, key)
+            self.live.leave(key, self)
+
+    async def disconnected(self, sid: str, reason: str) -> None:
+        for room in self.server.rooms(sid):
+            if room != sid:
+                self.live.leave(room, self)
+
+    def _connected(self, sid: str) -> bool:
+        return self.server.manager.is_connected(sid, NAMESPACE)

@@ -1,0 +1,81 @@
+"""The live-update service itself: numbering, the capped catch-up log, the bus contract."""
+
+import orjson
+import pytest
+
+from services.bus import LocalBus
+from services.live import LiveUpdates
+from tests.conftest import wait_until
+
+
+class Recorder:
+    """A room listener that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.caught_up: list = []
+        self.delivered: list = []
+
+    async def catch_up(self, snapshot, updates) -> None:
+        self.caught_up = [snapshot, *updates]
+
+    async def deliver(self, update) -> None:
+        self.delivered.append(update)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_catch_up_log_keeps_the_newest_updates_only(db, create_match):
+    """Guards the cap: a long run's log does not grow without bound, newest kept."""
+    live = LiveUpdates(db, LocalBus(), log_limit=3)
+    await live.start()
+    match_id = (await create_match())["id"]
+    for progress in range(1, 6):
+        await live.publish(match_id, "progress", {"matchId": match_id, "progress": progress})
+
+    recorder = Recorder()
+    assert await live.join(match_id, recorder, recorder.catch_up)
+    snapshot, *updates = recorder.caught_up
+    assert [u.data["progress"] for u in updates] == [3, 4, 5]
+    assert [u.seq for u in updates] == [snapshot.seq - 2, snapshot.seq - 1, snapshot.seq]
+    await live.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_updates_reach_each_listener_once_in_order_and_none_after_leave(db, create_match):
+    """Guards the room: numbered order, a repeated bus message dropped, nothing after leave."""
+    bus = LocalBus()
+    live = LiveUpdates(db, bus)
+    await live.start()
+    match_id = (await create_match())["id"]
+    first, second = Recorder(), Recorder()
+    assert await live.join(match_id, first, first.catch_up)
+    start = first.caught_up[0].seq
+
+    await live.publish(match_id, "progress", {"matchId": match_id, "progress": 10})
+    await wait_until(lambda: len(first.delivered) == 1)
+    repeated = {"seq": start + 1, "event": "progress", "data": {"progress": 10}}
+    await bus.publish(match_id, orjson.dumps(repeated))
+    await live.publish(match_id, "progress", {"matchId": match_id, "progress": 20})
+    await wait_until(lambda: len(first.delivered) == 2)
+    assert [(u.seq, u.data["progress"]) for u in first.delivered] == [
+        (start + 1, 10),
+        (start + 2, 20),
+    ]
+
+    live.leave(match_id, first)
+    assert await live.join(match_id, second, second.catch_up)
+    await live.publish(match_id, "progress", {"matchId": match_id, "progress": 30})
+    await wait_until(lambda: second.delivered)
+    assert len(first.delivered) == 2
+    await live.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_publish_for_an_unknown_match_is_dropped(db):
+    """Guards the seam: an update for a deleted match neither raises nor reaches anyone."""
+    live = LiveUpdates(db, LocalBus())
+    await live.start()
+    await live.publish("00000000-0000-4000-8000-000000000000", "progress", {"progress": 1})
+    await live.publish("not-a-uuid", "progress", {"progress": 1})
+    recorder = Recorder()
+    assert not await live.join("00000000-0000-4000-8000-000000000000", recorder, recorder.catch_up)
+    await live.close()
