@@ -106,9 +106,9 @@ def upload_dir(tmp_path) -> Path:
 
 
 def settings_env(request, **values: str) -> dict[str, str]:
-    """Test settings as environment variables: fast retries, plus the test's `env` markers.
+    """Test settings as environment variables: fast retries, plus the test's `config` markers.
 
-    `@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")` on a test or module changes a setting.
+    `@pytest.mark.config(DISPATCH_MAX_ATTEMPTS="3")` on a test or module changes a setting.
     """
     env = {
         "DISPATCH_BACKOFF_SECONDS": "0.05",
@@ -117,7 +117,7 @@ def settings_env(request, **values: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         **values,
     }
-    for marker in reversed(list(request.node.iter_markers("env"))):
+    for marker in reversed(list(request.node.iter_markers("config"))):
         env.update(marker.kwargs)
     return env
 

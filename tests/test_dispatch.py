@@ -35,7 +35,7 @@ async def test_refused_hand_off_is_retried(create_match, inference, db):
 
 
 @pytest.mark.gen_test
-@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")
+@pytest.mark.config(DISPATCH_MAX_ATTEMPTS="3")
 async def test_engine_down_past_the_retry_limit_fails_the_match(
     create_match, inference, db, published, api
 ):
@@ -59,7 +59,7 @@ async def test_engine_down_past_the_retry_limit_fails_the_match(
 
 
 @pytest.mark.gen_test
-@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="3")
+@pytest.mark.config(DISPATCH_MAX_ATTEMPTS="3")
 async def test_engine_answering_errors_past_the_limit_says_so(create_match, inference, db):
     inference.refuse_next(3, status=500)
     match = await create_match()
@@ -71,7 +71,7 @@ async def test_engine_answering_errors_past_the_limit_says_so(create_match, infe
 
 
 @pytest.mark.gen_test
-@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="10")
+@pytest.mark.config(DISPATCH_MAX_ATTEMPTS="10")
 async def test_engine_coming_up_during_retries_gets_the_job(create_match, inference, db):
     await inference.stop()
     match = await create_match()
@@ -87,7 +87,7 @@ async def test_engine_coming_up_during_retries_gets_the_job(create_match, infere
 
 
 @pytest.mark.gen_test
-@pytest.mark.env(DISPATCH_BACKOFF_SECONDS="0.5")
+@pytest.mark.config(DISPATCH_BACKOFF_SECONDS="0.5")
 async def test_reanalyze_while_queued_sends_once(create_match, inference, db, api):
     """The queued job of the first run is replaced, not sent alongside the new one."""
     inference.refuse_next(1)
@@ -119,7 +119,7 @@ async def _attempted(db, match_id: str, attempts: int, claimed: bool | None = No
 
 
 @pytest.mark.gen_test
-@pytest.mark.env(DISPATCH_MAX_ATTEMPTS="1", DISPATCH_TIMEOUT_SECONDS="0.2")
+@pytest.mark.config(DISPATCH_MAX_ATTEMPTS="1", DISPATCH_TIMEOUT_SECONDS="0.2")
 async def test_engine_that_never_answers_fails_the_match_saying_so(create_match, inference, db):
     inference.hold()
     match = await create_match()

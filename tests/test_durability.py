@@ -22,7 +22,7 @@ async def create_match(client, server, url: str = "https://videos.test/match.mp4
 
 
 # A job claimed by a process that then died is sent again when its lease runs out: short here.
-SHORT_LEASE = pytest.mark.env(DISPATCH_TIMEOUT_SECONDS="0.5", DISPATCH_LEASE_SECONDS="1")
+SHORT_LEASE = pytest.mark.config(DISPATCH_TIMEOUT_SECONDS="0.5", DISPATCH_LEASE_SECONDS="1")
 
 
 async def crash_while_creating(start_server, client, database, crash_at: str) -> dict:

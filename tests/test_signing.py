@@ -19,7 +19,7 @@ from tests.queries import match_row
 SECRET = "s3cret-shared-with-the-engine"
 ROOT = Path(__file__).parent.parent
 
-pytestmark = pytest.mark.env(CALLBACK_SECRET=SECRET)
+pytestmark = pytest.mark.config(CALLBACK_SECRET=SECRET)
 
 
 def test_sign_then_verify_round_trip():
