@@ -23,6 +23,8 @@ GOING_AWAY = 1001
 
 
 class DrainingHTTPServer(HTTPServer):
+    """An HTTPServer that counts its requests in flight, so that `drain()` can wait for them."""
+
     def initialize(self, *args, **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.in_flight = 0
