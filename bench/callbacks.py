@@ -1,6 +1,6 @@
 """Callback throughput and full-match ingest, against a real server process.
 
-    .venv/bin/python bench/callbacks.py [--progress 6000] [--concurrency 32]
+    .venv/bin/python -m bench.callbacks [--progress 6000] [--matches 32]
 
 Starts `orchestrator.py` on a free port with a fresh database on TEST_DATABASE_URL's server
 (default: 127.0.0.1:5432), then measures:
@@ -68,32 +68,38 @@ def full_match_complete() -> dict:
     }
 
 
-async def progress_rate(session, base: str, match_id: str, total: int, concurrency: int):
-    url = f"{base}/matches/{match_id}/progress"
+async def progress_rate(session, base: str, match_ids: list[str], total: int) -> float:
+    """Each match's engine reports its own progress one callback after another, as a real
+    engine does; the matches report concurrently."""
     remaining = iter(range(total))
 
-    async def worker():
+    async def engine(match_id: str):
         for n in remaining:
-            async with session.post(url, json={"progress": n * 100 // total}) as response:
+            async with session.post(
+                f"{base}/matches/{match_id}/progress", json={"progress": n * 100 // total}
+            ) as response:
                 assert response.status == 201, await response.text()
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(engine(match_id) for match_id in match_ids))
     return total / (time.perf_counter() - started)
 
 
 async def main(args) -> None:
     async with running_server() as base, aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{base}/matches/youtube", json={"url": "https://v.example/m"}
-        ) as r:
-            match_id = (await r.json())["id"]
-        await progress_rate(session, base, match_id, 500, args.concurrency)  # warm-up
-        rate = await progress_rate(session, base, match_id, args.progress, args.concurrency)
+        match_ids = []
+        for n in range(args.matches):
+            async with session.post(
+                f"{base}/matches/youtube", json={"url": f"https://v.example/{n}"}
+            ) as response:
+                match_ids.append((await response.json())["id"])
+        await progress_rate(session, base, match_ids, 500)  # warm-up
+        rate = await progress_rate(session, base, match_ids, args.progress)
         print(
             f"progress callbacks: {rate:,.0f}/s ({args.progress} requests, "
-            f"{args.concurrency} concurrent, one process)"
+            f"{args.matches} matches reporting at once, one process)"
         )
+        match_id = match_ids[0]
 
         body = json.dumps(full_match_complete()).encode()
         print(f"complete body: {len(body) / 1e6:.1f} MB")
@@ -124,5 +130,5 @@ async def main(args) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--progress", type=int, default=6000)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--matches", type=int, default=32)
     asyncio.run(main(parser.parse_args()))
