@@ -50,12 +50,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stops claiming, and gives the jobs still being sent back to the queue."""
-        for task in self._tasks:
-            task.cancel()
         in_flight = dict(self._sending)
-        for task in in_flight.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks, *in_flight.values(), return_exceptions=True)
+        await _cancel_until_done([*self._tasks, *in_flight.values()])
         with contextlib.suppress(psycopg2.Error, OSError):
             async with self.db.connection() as conn:
                 await jobs.release(conn, list(in_flight))
@@ -168,6 +164,20 @@ class Dispatcher:
             await self.live.publish(
                 job["match_id"], "progress", {"matchId": job["match_id"], "progress": -1}
             )
+
+
+async def _cancel_until_done(tasks: list[asyncio.Task]) -> None:
+    """Cancels the tasks and waits for all of them to end.
+
+    One cancel() is not enough on Python 3.11: `asyncio.wait_for` (used by `_sleep` and
+    inside aiopg) returns normally when the cancellation arrives just as the awaited future
+    completes, and the task carries on. A cancelled send completes the claim loop's wake-up
+    wait in exactly that way, so the cancel is repeated until every task has ended.
+    """
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
 
 
 def _describe_failure(response) -> str:
