@@ -94,7 +94,10 @@ def upload_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def config(database_url, inference, upload_dir):
+def config(request, database_url, inference, upload_dir):
+    """The test app's settings; `@pytest.mark.config(MAX_UPLOAD_BYTES="4KiB")` changes some
+    for one test, by the same environment names the service reads."""
+    marker = request.node.get_closest_marker("config")
     return load_config(
         {
             "DATABASE_URL": database_url,
@@ -103,6 +106,7 @@ def config(database_url, inference, upload_dir):
             "DISPATCH_BACKOFF_SECONDS": "0.05",
             "DISPATCH_POLL_SECONDS": "1",
             "LOG_LEVEL": "WARNING",
+            **(marker.kwargs if marker else {}),
         }
     )
 
