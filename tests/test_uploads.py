@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -74,10 +75,8 @@ def raw_exchange(port: int, head: bytes, body: bytes = b"") -> bytes:
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head)
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         answer = bytearray()
         while True:
             try:
@@ -90,13 +89,18 @@ def raw_exchange(port: int, head: bytes, body: bytes = b"") -> bytes:
     return bytes(answer)
 
 
+def upload_head(headers: dict[str, str]) -> bytes:
+    """The request line and headers of a multipart POST /matches/upload."""
+    lines = [f"{name}: {value}" for name, value in {**MULTIPART, **headers}.items()]
+    return "\r\n".join(
+        ["POST /matches/upload HTTP/1.1", "Host: localhost", *lines, "", ""]
+    ).encode()
+
+
 async def raw_post(port: int, headers: dict[str, str], body: bytes = b""):
     """POST /matches/upload from a plain socket; returns (status, headers, JSON error)."""
-    head = "POST /matches/upload HTTP/1.1\r\nHost: localhost\r\n" + "".join(
-        f"{name}: {value}\r\n" for name, value in {**MULTIPART, **headers}.items()
-    )
     answer = await asyncio.get_running_loop().run_in_executor(
-        None, raw_exchange, port, head.encode() + b"\r\n", body
+        None, raw_exchange, port, upload_head(headers), body
     )
     header_block, _, document = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
@@ -128,9 +132,7 @@ async def test_upload_stores_the_video_and_hands_it_to_inference(
     await handed_off(http_client, base_url, match)
 
 
-@pytest.mark.parametrize(
-    "path", ["/matches", "/api/v1/matches/upload", "/api/v1/matches"]
-)
+@pytest.mark.parametrize("path", ["/matches", "/api/v1/matches/upload", "/api/v1/matches"])
 @pytest.mark.gen_test
 async def test_upload_aliases(http_client, base_url, upload_dir, path):
     """POST /matches and the /api/v1 prefix are the same upload route."""
@@ -297,12 +299,8 @@ async def test_a_client_leaving_mid_upload_leaves_nothing(
 ):
     """Half a body, then the socket closes: no match, and the temp file is removed."""
     body = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        b"POST /matches/upload HTTP/1.1\r\nHost: localhost\r\n"
-        + f"Content-Type: {MULTIPART['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body[: len(body) // 2]
-    )
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upload_head({"Content-Length": str(len(body))}) + body[: len(body) // 2])
     await writer.drain()
     await wait_until(lambda: any(name.startswith(".partial-") for name in files_in(upload_dir)))
 
