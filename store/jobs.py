@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, func, insert, or_, select, update
 
 from store.db import Connection, Row
 from store.tables import dispatch_jobs, matches
@@ -72,9 +72,10 @@ async def seconds_until_next_due(conn: Connection) -> float | None:
     A claimed job falls due again when its lease runs out (its sender may have died).
     """
     due_at = func.greatest(dispatch_jobs.c.next_attempt_at, dispatch_jobs.c.claimed_until)
-    return await conn.fetch_value(
-        select(func.greatest(literal(0.0), func.extract("epoch", func.min(due_at) - func.now())))
-    )
+    # Clamped here rather than with SQL greatest(), which skips NULLs: with no jobs at all it
+    # would answer 0 and the dispatcher would query again at once, in a loop.
+    seconds = await conn.fetch_value(select(func.extract("epoch", func.min(due_at) - func.now())))
+    return None if seconds is None else max(0.0, float(seconds))
 
 
 async def finish(conn: Connection, job: Row) -> bool:
