@@ -22,8 +22,10 @@ def names(folder: Path) -> list[str]:
 
 @pytest.mark.gen_test
 async def test_batches_reach_the_disk_in_order(upload_dir, monkeypatch):
-    """Pieces of every size, crossing batch edges, come out as one file in order."""
+    """Pieces of every size, crossing batch edges and writev's piece limit, come out as one
+    file in order."""
     monkeypatch.setattr(partial_uploads, "BATCH_BYTES", 1000)
+    monkeypatch.setattr(partial_uploads, "IOV_MAX", 3)
     pieces = [bytes([index % 256]) * (index * 37 % 2500) for index in range(200)]
     upload = await PartialUpload.create(str(upload_dir))
     assert upload.path.name.startswith(".partial-")
