@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 import tornado.web
 
-from handlers import callbacks, health, live, matches
+from handlers import callbacks, health, live, matches, media, uploads
 from handlers.base import NotFoundHandler, with_api_prefix
 from handlers.server import DrainingHTTPServer, OpenWebSockets
 from handlers.socket_io import SocketIOEndpoint
@@ -30,6 +30,7 @@ from services.config import Config, ConfigError, load_config
 from services.dispatch import Dispatcher
 from services.live import LiveUpdates
 from services.matches import Matches
+from services.partial_uploads import sweep
 from store import migrate
 from store.db import Database, DatabaseUnavailable
 from store.embedded import start_embedded_postgres
@@ -83,7 +84,14 @@ async def open_services(config: Config, dsn: str) -> AsyncIterator[Services]:
 
 
 def make_app(config: Config, services: Services) -> tornado.web.Application:
-    routes = with_api_prefix(health.routes + matches.routes + callbacks.routes + live.routes)
+    routes = with_api_prefix(
+        health.routes
+        + matches.routes
+        + uploads.routes
+        + callbacks.routes
+        + media.routes
+        + live.routes
+    )
     return tornado.web.Application(
         routes + services.socket_io.routes,
         default_handler_class=NotFoundHandler,
@@ -95,6 +103,9 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
 
 async def serve(config: Config) -> None:
     os.makedirs(config.upload_dir, exist_ok=True)
+    removed = await asyncio.get_running_loop().run_in_executor(None, sweep, config.upload_dir)
+    if removed:
+        log.info("removed %d partial uploads left by a stopped process", removed)
     dsn = await asyncio.get_running_loop().run_in_executor(None, resolve_database_url, config)
     async with open_services(config, dsn) as services:
         server = DrainingHTTPServer(make_app(config, services), xheaders=True)

@@ -6,6 +6,7 @@ import tornado.web
 
 from handlers import views
 from handlers.base import APIHandler
+from handlers.uploads import UploadHandler
 from store import matches as store_matches
 
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -13,7 +14,9 @@ UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 LIST_LIMIT_MAX = 1000
 
 
-class MatchListHandler(APIHandler):
+class MatchListHandler(UploadHandler):
+    """GET lists the matches; POST is the upload route's alias (`POST /matches`)."""
+
     async def get(self) -> None:
         limit = self._limit()
         before = self.get_query_argument("before", None)
@@ -31,10 +34,6 @@ class MatchListHandler(APIHandler):
         if not text.isdigit() or not 1 <= int(text) <= LIST_LIMIT_MAX:
             raise tornado.web.HTTPError(400, "limit: expected a whole number 1..%d", LIST_LIMIT_MAX)
         return int(text)
-
-    async def post(self) -> None:
-        """`POST /matches` is an alias of `POST /matches/upload`, served by the upload route."""
-        raise tornado.web.HTTPError(405)
 
 
 class StatsHandler(APIHandler):

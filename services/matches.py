@@ -6,6 +6,7 @@ transaction (`store.jobs.start_run`), so no accepted match is ever left without 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from services import faults, media
@@ -64,7 +65,10 @@ class Matches:
             match = await store_matches.delete_match(conn, match_id)
         if match is None:
             return False
-        media.remove_uploads(
+        # In the executor: unlinking a multi-GB video takes long enough to stall the loop.
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            media.remove_uploads,
             self.upload_dir,
             [
                 match["upload_url"],

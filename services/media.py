@@ -1,4 +1,4 @@
-"""Files in UPLOAD_DIR: where a stored name lives, and removing a match's files."""
+"""Files in UPLOAD_DIR: where a stored name lives, which files may be served, removing them."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def path_in_uploads(upload_dir: str, name: str) -> Path | None:
         return None
     candidate = (root / name).resolve()
     return candidate if candidate != root and candidate.is_relative_to(root) else None
+
+
+def servable_file(upload_dir: str, name: str) -> Path | None:
+    """The regular file `name` leads to inside UPLOAD_DIR, or None.
+
+    None for anything outside the folder (`..`, absolute paths, symlinks pointing out), for
+    directories, and for hidden names, which include the temp files of uploads in progress.
+    """
+    path = path_in_uploads(upload_dir, name)
+    if path is None or not path.is_file():
+        return None
+    inside = path.relative_to(Path(upload_dir).resolve()).parts
+    if any(part.startswith(".") for part in (*Path(name).parts, *inside)):
+        return None
+    return path
 
 
 def remove_uploads(upload_dir: str, urls: Iterable[str | None]) -> None:

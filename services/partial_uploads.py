@@ -1,0 +1,221 @@
+"""Files being received into UPLOAD_DIR, and the ones a killed process left behind.
+
+An upload is written under a temp name (`.partial-<hex>`) directly in UPLOAD_DIR, so the final
+rename stays on one filesystem, and it holds an exclusive `flock` on that file while it is
+open. The lock dies with its process, which is what lets `sweep` tell a file that a live
+process (this one or another sharing UPLOAD_DIR) is still writing from a file that a killed
+process abandoned, without guessing from ages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import fcntl
+import itertools
+import logging
+import os
+import stat
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".partial-"
+
+# Bytes gathered before one write goes to the executor. Large batches keep thread hand-offs
+# rare; at most two are held per upload (one filling, one being written).
+BATCH_BYTES = 4 << 20
+
+CREATE_ATTEMPTS = 3
+
+# Most pieces one writev() takes (the IOV_MAX of Linux and the BSDs).
+IOV_MAX = 1024
+
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _libc_sync_file_range() -> Callable[..., int] | None:
+    """Linux's sync_file_range(2), which Python's os module does not offer."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+class PartialUpload:
+    """One file being received: written in order, one batch at a time, off the event loop.
+
+    `write` returns at once while the batch fills, and waits only when a full batch must
+    go to disk while the previous one is still being written. A caller that awaits it
+    (a `data_received` coroutine) thereby stops reading the socket, which slows the client
+    down instead of growing memory. Pieces are kept as they came and written with one
+    writev(), without first being copied into one buffer.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.size = 0
+        self._fd: int | None = fd
+        self._batch: list[bytes | memoryview] = []
+        self._batch_bytes = 0
+        self._on_disk = 0
+        self._writing: asyncio.Future[Any] | None = None
+
+    @classmethod
+    async def create(cls, upload_dir: str) -> PartialUpload:
+        return cls(*await _in_executor(_create_locked, Path(upload_dir)))
+
+    async def write(self, data: bytes | memoryview) -> None:
+        if self._fd is None:
+            return  # discarded while the body was still arriving: nothing more is kept
+        self._batch.append(data)
+        self._batch_bytes += len(data)
+        self.size += len(data)
+        if self._batch_bytes >= BATCH_BYTES:
+            await self._hand_over()
+
+    async def commit(self, name: str) -> Path:
+        """Writes what is left, syncs, and renames the file to `name` in the same folder."""
+        await self._hand_over()
+        await self._wait_for_disk()
+        target = self.path.with_name(name)
+        fd, self._fd = self._fd, None
+        await _in_executor(_sync_and_rename, fd, self.path, target)
+        self.path = target
+        await _in_executor(_sync_directory, target.parent)
+        return target
+
+    async def discard(self) -> None:
+        """Removes the file, committed or not. Safe to call more than once."""
+        await self._wait_for_disk()
+        fd, self._fd = self._fd, None
+        self._batch = []
+        await _in_executor(_remove, self.path, fd)
+
+    async def _hand_over(self) -> None:
+        """Starts writing the gathered batch as soon as the previous one is on disk."""
+        await self._wait_for_disk()
+        if self._fd is None or not self._batch:
+            return
+        batch, offset = self._batch, self._on_disk
+        self._batch, self._on_disk = [], self._on_disk + self._batch_bytes
+        self._batch_bytes = 0
+        self._writing = _in_executor(_write_batch, self._fd, batch, offset)
+
+    async def _wait_for_disk(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+
+def sweep(upload_dir: str) -> int:
+    """Removes the temp files that no live process holds locked; returns how many.
+
+    Only regular files named with TEMP_PREFIX directly in `upload_dir` are candidates: a
+    symlink is never followed (O_NOFOLLOW) and unlinking a name never touches anything
+    outside the folder.
+    """
+    removed = 0
+    with os.scandir(upload_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX) and _remove_if_abandoned(entry.path):
+                removed += 1
+    return removed
+
+
+def _remove_if_abandoned(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # a symlink, gone already, or not ours to open
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+        return True
+    except OSError:  # BlockingIOError: a live process is writing it
+        return False
+    finally:
+        os.close(fd)
+
+
+def _create_locked(directory: Path) -> tuple[Path, int]:
+    """Creates and locks a new temp file.
+
+    A sweep in another process may lock and remove the file in the instant between its
+    creation and our lock; the name then no longer leads to our file, and we start again.
+    """
+    for _ in range(CREATE_ATTEMPTS):
+        path = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.stat(path), os.fstat(fd)):
+                return path, fd
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        os.close(fd)
+    raise OSError(f"could not create a temp file in {directory}")
+
+
+def _write_batch(fd: int, pieces: list[bytes | memoryview], offset: int) -> None:
+    """Writes the pieces in order, then has the kernel start putting them on disk, so that
+    the disk works while the next batch arrives and the final fsync has little left to do."""
+    views = collections.deque(memoryview(piece) for piece in pieces if len(piece))
+    size = sum(len(view) for view in views)
+    while views:
+        written = os.writev(fd, list(itertools.islice(views, IOV_MAX)))
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.popleft())
+            else:
+                views[0] = views[0][written:]
+                written = 0
+    _start_writeback(fd, offset, size)
+
+
+def _start_writeback(fd: int, offset: int, size: int) -> None:
+    """sync_file_range(SYNC_FILE_RANGE_WRITE): starts the write-out without waiting for it.
+    Where libc has no such call, the final fsync does all the work."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, size, SYNC_FILE_RANGE_WRITE)
+
+
+def _sync_and_rename(fd: int, path: Path, target: Path) -> None:
+    """Makes the data durable before the match that points at it is committed. The lock is
+    held until the rename, so a sweep never sees the temp file unlocked."""
+    try:
+        os.fsync(fd)
+        os.rename(path, target)
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(path: Path) -> None:
+    """Makes a rename in `path` durable."""
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _remove(path: Path, fd: int | None) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        log.warning("could not remove %s: %s", path, error)
+    if fd is not None:
+        os.close(fd)
+
+
+def _in_executor(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().run_in_executor(None, function, *args)

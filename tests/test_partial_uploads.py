@@ -1,0 +1,121 @@
+"""Temp files of uploads in progress: ordered batched writes, commit, discard, start-up sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from services import partial_uploads
+from services.partial_uploads import PartialUpload, sweep
+
+ROOT = Path(__file__).parent.parent
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+@pytest.mark.gen_test
+async def test_batches_reach_the_disk_in_order(upload_dir, monkeypatch):
+    """Pieces of every size, crossing batch edges and writev's piece limit, come out as one
+    file in order."""
+    monkeypatch.setattr(partial_uploads, "BATCH_BYTES", 1000)
+    monkeypatch.setattr(partial_uploads, "IOV_MAX", 3)
+    pieces = [bytes([index % 256]) * (index * 37 % 2500) for index in range(200)]
+    upload = await PartialUpload.create(str(upload_dir))
+    assert upload.path.name.startswith(".partial-")
+
+    for piece in pieces:
+        await upload.write(memoryview(piece))
+    stored = await upload.commit("final.mp4")
+
+    assert stored == upload_dir / "final.mp4"
+    assert stored.read_bytes() == b"".join(pieces)
+    assert names(upload_dir) == ["final.mp4"]
+
+
+@pytest.mark.gen_test
+async def test_discard_removes_the_file_before_or_after_commit(upload_dir):
+    pending = await PartialUpload.create(str(upload_dir))
+    committed = await PartialUpload.create(str(upload_dir))
+    await pending.write(b"half")
+    await committed.write(b"whole")
+    await committed.commit("done.mp4")
+
+    await pending.discard()
+    await committed.discard()
+    await committed.discard()
+
+    assert names(upload_dir) == []
+
+
+@pytest.mark.gen_test
+async def test_sweep_removes_only_temp_files_no_live_process_holds(upload_dir, tmp_path):
+    """Abandoned temp files go; a live writer's file, other files, folders, nested files
+    and whatever a symlink points to stay."""
+    (upload_dir / ".partial-abandoned").write_bytes(b"left by a killed process")
+    live = await PartialUpload.create(str(upload_dir))
+    (upload_dir / "video.mp4").write_bytes(b"stored")
+    (upload_dir / ".partial-folder").mkdir()
+    (upload_dir / "reels").mkdir()
+    (upload_dir / "reels" / ".partial-nested").write_bytes(b"not directly in UPLOAD_DIR")
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"outside")
+    (upload_dir / ".partial-link").symlink_to(outside)
+
+    removed = sweep(str(upload_dir))
+
+    assert removed == 1
+    assert names(upload_dir) == sorted(
+        [live.path.name, ".partial-folder", ".partial-link", "reels", "video.mp4"]
+    )
+    assert (upload_dir / "reels" / ".partial-nested").exists()
+    assert outside.read_bytes() == b"outside"
+    await live.discard()
+
+
+@pytest.mark.gen_test
+async def test_serve_sweeps_abandoned_uploads_at_start(database_url, upload_dir):
+    """`python orchestrator.py` removes what a killed process left, before it listens, and
+    leaves the file another live process (here: this test, holding the lock) is writing."""
+    abandoned = upload_dir / ".partial-abandoned"
+    abandoned.write_bytes(b"x" * 1000)
+    held = upload_dir / ".partial-held"
+    with open(held, "wb") as file:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "UPLOAD_DIR": str(upload_dir),
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            "INFERENCE_URL": "http://127.0.0.1:9",
+            "LOG_LEVEL": "INFO",
+        }
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, "orchestrator.py", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            log = await asyncio.wait_for(_read_until(server.stderr, b"listening on"), 30)
+        finally:
+            server.terminate()
+            await server.wait()
+
+    assert b"removed 1 partial uploads" in log
+    assert not abandoned.exists()
+    assert held.exists()
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: bytes) -> bytes:
+    lines = b""
+    while marker not in lines:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError(f"server exited before logging {marker!r}:\n{lines.decode()}")
+        lines += line
+    return lines
