@@ -30,7 +30,7 @@ from services.config import Config, ConfigError, load_config
 from services.dispatch import Dispatcher
 from services.live import LiveUpdates
 from services.matches import Matches
-from services.partial_uploads import sweep
+from services.partial_uploads import discard_unfinished, sweep
 from store import migrate
 from store.db import Database, DatabaseUnavailable
 from store.embedded import start_embedded_postgres
@@ -144,6 +144,8 @@ async def shut_down(server: DrainingHTTPServer, services: Services, grace: float
     if unfinished:
         log.warning("closing %d request(s) still running after %.0f s", unfinished, grace)
     await server.close_all_connections()
+    if cut := await discard_unfinished():
+        log.warning("removed %d upload(s) cut off by the shutdown", cut)
 
 
 def main(argv: list[str]) -> int:

@@ -70,7 +70,9 @@ class PartialUpload:
 
     @classmethod
     async def create(cls, upload_dir: str) -> PartialUpload:
-        return cls(*await _in_executor(_create_locked, Path(upload_dir)))
+        upload = cls(*await _in_executor(_create_locked, Path(upload_dir)))
+        _unfinished.add(upload)
+        return upload
 
     async def write(self, data: bytes | memoryview) -> None:
         if self._fd is None:
@@ -89,6 +91,7 @@ class PartialUpload:
         fd, self._fd = self._fd, None
         await _in_executor(_sync_and_rename, fd, self.path, target)
         self.path = target
+        _unfinished.discard(self)
         await _in_executor(_sync_directory, target.parent)
         return target
 
@@ -97,6 +100,7 @@ class PartialUpload:
         await self._wait_for_disk()
         fd, self._fd = self._fd, None
         self._batch = []
+        _unfinished.discard(self)
         await _in_executor(_remove, self.path, fd)
 
     async def _hand_over(self) -> None:
@@ -113,6 +117,21 @@ class PartialUpload:
         if self._writing is not None:
             writing, self._writing = self._writing, None
             await writing
+
+
+# This process's uploads not yet committed nor discarded.
+_unfinished: set[PartialUpload] = set()
+
+
+async def discard_unfinished() -> int:
+    """Removes this process's uploads still being received; returns how many.
+
+    For shutdown, once the connections are closed: what is still unfinished then will never
+    be finished, and the lock this process holds on it would keep `sweep` off it.
+    """
+    unfinished = list(_unfinished)
+    await asyncio.gather(*(upload.discard() for upload in unfinished))
+    return len(unfinished)
 
 
 def sweep(upload_dir: str) -> int:

@@ -8,10 +8,13 @@ import signal
 
 import pytest
 import tornado.websocket
+from sqlalchemy import func, select
 
-from tests.conftest import wait_until
+from store.tables import matches
+from tests.conftest import SAMPLE_MP4, wait_until
 from tests.queries import match_row, queue_is_empty, queued_jobs
 from tests.test_durability import create_match
+from tests.test_uploads import files_in, upload_head, video_form
 
 COMPLETE = {"events": [{"timestamp": 3.0, "type": "GOAL"}], "summary": "finished during shutdown"}
 
@@ -19,7 +22,8 @@ COMPLETE = {"events": [{"timestamp": 3.0, "type": "GOAL"}], "summary": "finished
 async def refuses_connections(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connection was in the backlog when the listening socket closed.
         return True
     writer.close()
     return False
@@ -124,3 +128,64 @@ async def test_no_unsigned_warning_with_a_secret(start_server):
     server.signal(signal.SIGTERM)
     assert await server.exited() == 0
     assert "CALLBACK_SECRET" not in server.log()
+
+
+async def start_slow_upload(
+    server, body: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Sends an upload's headers and the first half of its body, as a slow client would."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(upload_head({"Content-Length": str(len(body))}) + body[: len(body) // 2])
+    await writer.drain()
+    return reader, writer
+
+
+def partial_files(upload_dir) -> list[str]:
+    return [name for name in files_in(upload_dir) if name.startswith(".partial-")]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_lets_a_slow_upload_finish(
+    start_server, client, inference, database, upload_dir
+):
+    """An upload under way when a restart begins is stored whole, and its job survives."""
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="20")
+    body = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
+    reader, writer = await start_slow_upload(server, body)
+    await wait_until(lambda: partial_files(upload_dir))
+
+    server.signal(signal.SIGTERM)
+    await wait_until(lambda: refuses_connections(server.port))
+    writer.write(body[len(body) // 2 :])
+    status_line = await reader.readline()
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 201 ")
+    assert await server.exited() == 0
+    [stored] = files_in(upload_dir)
+    assert (upload_dir / stored).stat().st_size == len(SAMPLE_MP4.read_bytes()) + (1 << 20)
+    await start_server()
+    [job] = await inference.wait_for_jobs(1)
+    assert job["video_url"] == str(upload_dir / stored)
+    await wait_until(lambda: queue_is_empty(database))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_cuts_an_upload_stalled_past_the_grace(
+    start_server, client, inference, database, upload_dir
+):
+    """A client that stops sending does not hold a restart up, and leaves no half file."""
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="0.3")
+    body = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
+    reader, writer = await start_slow_upload(server, body)
+    await wait_until(lambda: partial_files(upload_dir))
+
+    server.signal(signal.SIGTERM)
+    assert await server.exited() == 0
+    assert await reader.read() == b""
+    writer.close()
+
+    assert files_in(upload_dir) == []
+    assert await database.fetch_value(select(func.count()).select_from(matches)) == 0
+    assert await queue_is_empty(database)
+    assert inference.attempts == 0
