@@ -121,7 +121,9 @@ class RedisServer:
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
+        assert binary, (
+            "redis-server is not on the PATH: install it (Debian: apt-get install redis-server)"
+        )
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
             cwd=self.workdir,
