@@ -130,18 +130,26 @@ async def test_no_unsigned_warning_with_a_secret(start_server):
     assert "CALLBACK_SECRET" not in server.log()
 
 
-async def start_slow_upload(
-    server, body: bytes
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Sends an upload's headers and the first half of its body, as a slow client would."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(upload_head({"Content-Length": str(len(body))}) + body[: len(body) // 2])
-    await writer.drain()
-    return reader, writer
-
-
 def partial_files(upload_dir) -> list[str]:
     return [name for name in files_in(upload_dir) if name.startswith(".partial-")]
+
+
+UPLOAD_BODY = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
+
+
+async def sigterm_mid_upload(start_server, upload_dir, grace: str):
+    """Starts a server, sends half an upload as a slow client would, then SIGTERM.
+
+    Returns the server and the upload's connection.
+    """
+    server = await start_server(SHUTDOWN_GRACE_SECONDS=grace)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = upload_head({"Content-Length": str(len(UPLOAD_BODY))})
+    writer.write(head + UPLOAD_BODY[: len(UPLOAD_BODY) // 2])
+    await writer.drain()
+    await wait_until(lambda: partial_files(upload_dir))
+    server.signal(signal.SIGTERM)
+    return server, reader, writer
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -149,14 +157,9 @@ async def test_sigterm_lets_a_slow_upload_finish(
     start_server, client, inference, database, upload_dir
 ):
     """An upload under way when a restart begins is stored whole, and its job survives."""
-    server = await start_server(SHUTDOWN_GRACE_SECONDS="20")
-    body = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
-    reader, writer = await start_slow_upload(server, body)
-    await wait_until(lambda: partial_files(upload_dir))
-
-    server.signal(signal.SIGTERM)
+    server, reader, writer = await sigterm_mid_upload(start_server, upload_dir, grace="20")
     await wait_until(lambda: refuses_connections(server.port))
-    writer.write(body[len(body) // 2 :])
+    writer.write(UPLOAD_BODY[len(UPLOAD_BODY) // 2 :])
     status_line = await reader.readline()
     writer.close()
 
@@ -175,12 +178,7 @@ async def test_sigterm_cuts_an_upload_stalled_past_the_grace(
     start_server, client, inference, database, upload_dir
 ):
     """A client that stops sending does not hold a restart up, and leaves no half file."""
-    server = await start_server(SHUTDOWN_GRACE_SECONDS="0.3")
-    body = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
-    reader, writer = await start_slow_upload(server, body)
-    await wait_until(lambda: partial_files(upload_dir))
-
-    server.signal(signal.SIGTERM)
+    server, reader, writer = await sigterm_mid_upload(start_server, upload_dir, grace="0.3")
     assert await server.exited() == 0
     assert await reader.read() == b""
     writer.close()
