@@ -1,4 +1,4 @@
-"""Upload benchmark: `python bench/upload.py [--gib 1,4] [--dir PATH]`.
+"""Upload benchmark: `.venv/bin/python -m bench.upload [--gib 1,4] [--dir PATH]`.
 
 Starts the real server (`python orchestrator.py`) on a fresh database and a temp UPLOAD_DIR,
 uploads generated videos of each size over loopback (streamed from a generator, never held in
@@ -16,23 +16,20 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
-import psycopg2
-from psycopg2 import sql
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.server import ROOT, free_port, fresh_database
+
 BOUNDARY = "bench-boundary-7d1f"
 BLOCK = os.urandom(1 << 20)
 # An MP4 `ftyp` box, so the upload passes the container check.
@@ -159,12 +156,6 @@ def inference_stub() -> Iterator[str]:
         server.server_close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_health(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,21 +168,6 @@ def wait_for_health(port: int, server: subprocess.Popen, timeout: float = 60) ->
                 return
         time.sleep(0.2)
     raise RuntimeError("the server did not become healthy")
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    name = f"matcha_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg2.extensions.make_dsn(admin_url, dbname=name)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
 
 
 @contextlib.contextmanager
@@ -249,11 +225,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", default="1,4", help="comma-separated upload sizes in GiB")
     parser.add_argument("--dir", default=None, help="where UPLOAD_DIR is made (default: temp)")
-    parser.add_argument(
-        "--admin-url",
-        default=os.environ.get("BENCH_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"),
-        help="a PostgreSQL server where a throw-away database can be created",
-    )
     args = parser.parse_args()
     sizes = [int(float(text) * 2**30) for text in args.gib.split(",")]
 
@@ -264,7 +235,7 @@ def main() -> None:
         raise SystemExit("not enough free disk for the largest size (twice it, plus 1 GiB)")
     try:
         with (
-            fresh_database(args.admin_url) as database_url,
+            fresh_database() as database_url,
             inference_stub() as inference_url,
             running_server(database_url, inference_url, folder) as (pid, port),
         ):
