@@ -129,20 +129,26 @@ class Analysis:
     async def progress(self, match_id: str, run: str | None, body: dict[str, Any]) -> bool:
         """Stores progress (or failure, for -1); False when ignored (match COMPLETED)."""
         stage = body.get("stage")
+        if body["progress"] < 0:
+            return await self._failed_in_engine(match_id, run, stage)
+        progress = round(clamp(body["progress"], 0, 100))
         async with self.db.connection() as conn:
-            if body["progress"] < 0:
-                reason = f"analysis failed in the inference engine{f' ({stage})' if stage else ''}"
-                row = await results.set_failed(conn, match_id, run, reason)
-                progress = -1
-            else:
-                row = await results.set_progress(
-                    conn, match_id, run, round(clamp(body["progress"], 0, 100)), stage
-                )
-                progress = row["progress"] if row else None
+            row = await results.set_progress(
+                conn, match_id, run, progress, stage, keep=self.live.log_limit
+            )
             if row is None:
                 await self._check_run(conn, match_id, run)
                 return False
-        update = {"matchId": match_id, "progress": progress}
+        await self.live.broadcast(match_id, row["live_seq"], "progress", row["payload"])
+        return True
+
+    async def _failed_in_engine(self, match_id: str, run: str | None, stage: str | None) -> bool:
+        reason = f"analysis failed in the inference engine{f' ({stage})' if stage else ''}"
+        async with self.db.connection() as conn:
+            if await results.set_failed(conn, match_id, run, reason) is None:
+                await self._check_run(conn, match_id, run)
+                return False
+        update = {"matchId": match_id, "progress": -1}
         if stage is not None:
             update["stage"] = stage
         await self.live.publish(match_id, "progress", update)

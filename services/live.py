@@ -100,7 +100,7 @@ class LiveUpdates:
     def __init__(self, db: Database, bus: LocalBus | RedisBus, log_limit: int = 1000) -> None:
         self._db = db
         self._bus = bus
-        self._log_limit = log_limit
+        self.log_limit = log_limit
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -126,11 +126,18 @@ class LiveUpdates:
         if match_id is None:
             return
         async with self._db.connection() as conn:
-            seq = await log_store.record(conn, match_id, event_name, payload, self._log_limit)
-        if seq is None:
-            return
+            seq = await log_store.record(conn, match_id, event_name, payload, self.log_limit)
+        if seq is not None:
+            await self.broadcast(match_id, seq, event_name, payload)
+
+    async def broadcast(self, match_id: str, seq: int, event_name: str, payload: dict) -> None:
+        """Puts an update already numbered and logged (`seq`) on the bus.
+
+        For a store statement that records its own update (keeping the log to `log_limit`),
+        as the progress callback's does, saving `publish`'s extra round trip.
+        """
         message = orjson.dumps({"seq": seq, "event": event_name, "data": payload})
-        await self._bus.publish(match_id, message)
+        await self._bus.publish(match_key(match_id), message)
 
     async def join(
         self, match_id: str, listener: Listener, catch_up: CatchUp, since: int | None = None

@@ -41,8 +41,17 @@ def _compile(statement: ClauseElement) -> Compiled:
     return statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
 
 
-# Templates are module-level constants, so this cache stays as small as the code that uses it.
-_compile_template = functools.lru_cache(maxsize=None)(_compile)
+@functools.cache
+def _template(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
+    """A template's SQL and the values it binds itself (its literals), compiled once.
+
+    Templates are module-level constants, so this cache stays as small as the code using it.
+    """
+    compiled = _compile(statement)
+    literals = {
+        name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+    }
+    return compiled.string, literals
 
 
 def compile_statement(statement: ClauseElement, params: Params = None) -> tuple[str, dict]:
@@ -50,19 +59,19 @@ def compile_statement(statement: ClauseElement, params: Params = None) -> tuple[
 
     Without `params`, the values are the ones bound into the statement, compiled anew. With
     `params`, the statement is a template (a module-level constant whose values are
-    `bindparam()`s) compiled once, hot paths skip SQLAlchemy's compiler; `params` fills it.
+    `bindparam()`s) compiled once, so hot paths skip SQLAlchemy's compiler; `params` fills it.
     """
     if params is None:
         compiled = _compile(statement)
-        values = compiled.params
+        sql, values = compiled.string, compiled.params
     else:
-        compiled = _compile_template(statement)
-        values = compiled.construct_params(params)
+        sql, literals = _template(statement)
+        values = {**literals, **params}
     adapted = {
         name: Json(value, dumps=_dumps) if isinstance(value, (dict, list)) else value
         for name, value in values.items()
     }
-    return compiled.string, adapted
+    return sql, adapted
 
 
 class Connection:

@@ -2,36 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, Text, bindparam, cast, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.expression import CTE, ColumnElement, Select, Update
 
 from store.db import Connection, Row
 from store.tables import live_updates, matches
 
-# Templates (compiled once): every callback records one update.
-_numbered = (
-    update(matches)
-    .where(matches.c.id == bindparam("match_id"))
-    .values(live_seq=matches.c.live_seq + 1)
-    .returning(matches.c.live_seq)
-    .cte("numbered")
-)
-_logged = insert(live_updates).from_select(
-    ["match_id", "seq", "kind", "payload"],
-    select(
-        cast(bindparam("match_id"), UUID(as_uuid=False)),
-        _numbered.c.live_seq,
-        bindparam("kind", type_=Text),
-        cast(bindparam("payload"), JSONB),
-    ),
-)
-_trimmed = delete(live_updates).where(
-    live_updates.c.match_id == bindparam("match_id"),
-    live_updates.c.seq
-    <= select(_numbered.c.live_seq).scalar_subquery() - bindparam("keep", type_=BigInteger),
-)
-_RECORD = select(_numbered.c.live_seq).add_cte(_logged.cte("logged"), _trimmed.cte("trimmed"))
 
+def numbered_and_logged(numbered: CTE, kind: ColumnElement, payload: ColumnElement) -> Select:
+    """One statement that logs an update of a match under its next number.
+
+    `numbered` is a CTE of an UPDATE of matches that raises `live_seq` by one and returns
+    (at least) `id` and `live_seq`; `payload` may use its columns. The statement logs the
+    update, trims the log to the newest `keep` (a parameter), and returns `numbered`'s columns
+    with the logged `payload`: no row when the UPDATE matched none. The row lock the UPDATE
+    takes orders concurrent updates, and a number is visible only together with its logged
+    update (a reader never sees 6 without 5).
+    """
+    logged = (
+        insert(live_updates)
+        .from_select(
+            ["match_id", "seq", "kind", "payload"],
+            select(numbered.c.id, numbered.c.live_seq, kind, payload),
+        )
+        .returning(live_updates.c.payload)
+        .cte("logged")
+    )
+    trimmed = delete(live_updates).where(
+        live_updates.c.match_id == select(numbered.c.id).scalar_subquery(),
+        live_updates.c.seq
+        <= select(numbered.c.live_seq).scalar_subquery() - bindparam("keep", type_=BigInteger),
+    )
+    return select(*numbered.c, logged.c.payload).add_cte(trimmed.cte("trimmed"))
+
+
+def next_number(**changes: Any) -> Update:
+    """An UPDATE of matches that gives the match its next update number, with `changes`."""
+    return update(matches).values(live_seq=matches.c.live_seq + 1, **changes)
+
+
+# Templates (compiled once): every callback records one update.
+_RECORD = numbered_and_logged(
+    next_number()
+    .where(matches.c.id == bindparam("match_id"))
+    .returning(matches.c.id, matches.c.live_seq)
+    .cte("numbered"),
+    kind=bindparam("kind", type_=Text),
+    payload=cast(bindparam("payload"), JSONB),
+)
 _SINCE = (
     select(live_updates.c.seq, live_updates.c.kind, live_updates.c.payload)
     .where(
@@ -53,14 +74,11 @@ _NO_LIMIT = 2**62
 async def record(
     conn: Connection, match_id: str, kind: str, payload: dict, keep: int
 ) -> int | None:
-    """Numbers and logs one update, keeping the match's newest `keep`; None if the match is gone.
-
-    One statement: the row lock it takes on the match orders concurrent updates, and a number
-    is visible only together with its logged update (a reader never sees 6 without 5).
-    """
-    return await conn.fetch_value(
+    """Numbers and logs one update, keeping the match's newest `keep`; None if the match is gone."""
+    row = await conn.fetch_one(
         _RECORD, {"match_id": match_id, "kind": kind, "payload": payload, "keep": keep}
     )
+    return None if row is None else row["live_seq"]
 
 
 async def since(conn: Connection, match_id: str, after: int, upto: int | None = None) -> list[Row]:

@@ -15,12 +15,15 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.sql.expression import Select
 
 from store.db import Connection, Row
+from store.live_updates import next_number, numbered_and_logged
 from store.matches import delete_results
 from store.tables import emotion_scores, events, highlights, matches
 
@@ -33,20 +36,36 @@ def _open_to_reports(named_run: bool):
     return condition
 
 
-# Templates (compiled once): progress callbacks are the hottest path of the service.
-_SET_PROGRESS = {
-    named_run: update(matches)
-    .where(_open_to_reports(named_run))
-    .values(
-        status="PROCESSING",
-        progress=func.greatest(matches.c.progress, bindparam("progress", type_=Integer)),
-        stage=func.coalesce(bindparam("stage", type_=Text), matches.c.stage),
-        failure_reason=None,
-        updated_at=func.now(),
+def _progress_moved(named_run: bool) -> Select:
+    """Moves a run forward and numbers the `progress` update it makes, logging it for catch-up."""
+    moved = (
+        next_number(
+            status="PROCESSING",
+            progress=func.greatest(matches.c.progress, bindparam("progress", type_=Integer)),
+            stage=func.coalesce(bindparam("stage", type_=Text), matches.c.stage),
+            failure_reason=None,
+            updated_at=func.now(),
+        )
+        .where(_open_to_reports(named_run))
+        .returning(matches.c.id, matches.c.progress, matches.c.live_seq)
+        .cte("moved")
     )
-    .returning(matches.c.id, matches.c.progress, matches.c.stage)
-    for named_run in (False, True)
-}
+    # The update the watchers get: the stage only when the engine reported one.
+    payload = func.jsonb_strip_nulls(
+        func.jsonb_build_object(
+            literal("matchId"),
+            moved.c.id,
+            literal("progress"),
+            moved.c.progress,
+            literal("stage"),
+            cast(bindparam("stage"), Text),
+        )
+    )
+    return numbered_and_logged(moved, kind=literal("progress"), payload=payload)
+
+
+# Templates (compiled once): progress callbacks are the hottest path of the service.
+_SET_PROGRESS = {named_run: _progress_moved(named_run) for named_run in (False, True)}
 _SET_FAILED = {
     named_run: update(matches)
     .where(_open_to_reports(named_run))
@@ -57,16 +76,29 @@ _SET_FAILED = {
 
 
 async def set_progress(
-    conn: Connection, match_id: str, analysis_id: str | None, progress: int, stage: str | None
+    conn: Connection,
+    match_id: str,
+    analysis_id: str | None,
+    progress: int,
+    stage: str | None,
+    keep: int,
 ) -> Row | None:
-    """Moves a running analysis forward: PROCESSING, progress never lower than before.
+    """Moves a running analysis forward: PROCESSING, progress never lower than before; and
+    logs the `progress` update for the watchers (the catch-up log keeping its newest `keep`),
+    all in one statement.
 
-    Changes nothing (and returns None) for an unknown match, another run, or a match that
-    already COMPLETED.
+    Returns `progress`, the update's `live_seq` and its `payload`. Changes nothing (and
+    returns None) for an unknown match, another run, or a match that already COMPLETED.
     """
     return await conn.fetch_one(
         _SET_PROGRESS[analysis_id is not None],
-        {"match_id": match_id, "analysis_id": analysis_id, "progress": progress, "stage": stage},
+        {
+            "match_id": match_id,
+            "analysis_id": analysis_id,
+            "progress": progress,
+            "stage": stage,
+            "keep": keep,
+        },
     )
 
 

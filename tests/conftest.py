@@ -201,13 +201,13 @@ async def _cancel_leftover_tasks() -> None:
 def published(services, monkeypatch):
     """Every live update the service announces, as (match_id, event, data)."""
     updates = []
-    publish = services.live.publish
+    broadcast = services.live.broadcast
 
-    async def record(match_id, event, data):
+    async def record(match_id, seq, event, data):
         updates.append((match_id, event, data))
-        await publish(match_id, event, data)
+        await broadcast(match_id, seq, event, data)
 
-    monkeypatch.setattr(services.live, "publish", record)
+    monkeypatch.setattr(services.live, "broadcast", record)
     return updates
 
 
