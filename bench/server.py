@@ -55,7 +55,7 @@ async def server_process(database_url: str, **env: str) -> AsyncIterator[tuple[s
             "UPLOAD_DIR": uploads,
             "INFERENCE_URL": f"http://127.0.0.1:{free_port()}",
             "DISPATCH_MAX_ATTEMPTS": "1",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "ERROR",
             **env,
         }
         process = subprocess.Popen(
