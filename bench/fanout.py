@@ -164,7 +164,7 @@ async def many_matches(session, base: str, count: int) -> None:
 
 
 async def main(args) -> None:
-    env = {"HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+    env = {"HOST": "127.0.0.1"}
     if args.redis:
         env["REDIS_URL"] = args.redis
     connector = aiohttp.TCPConnector(limit=0)
