@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.config import ConfigError, load_config
+from services.config import SETTINGS, ConfigError, load_config
 
 ROOT = Path(__file__).parent.parent
 
@@ -77,3 +77,13 @@ def test_start_refused_with_one_line(env, message):
     assert result.returncode != 0
     assert result.stderr.startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.env)
+def test_every_setting_is_documented_with_its_default(setting):
+    """Guards against the README table or `.env.example` drifting from the code."""
+    default = f"`{setting.default}`" if setting.default else "(empty)"
+    readme_row = f"| `{setting.env}` | {default} | {setting.help} |"
+    assert readme_row in (ROOT / "README.md").read_text()
+    env_example = f"# {setting.help}\n{setting.env}={setting.default}\n"
+    assert env_example in (ROOT / ".env.example").read_text()
