@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import functools
 import logging
+import struct
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Protocol
@@ -30,6 +31,19 @@ from store.db import Database, Row
 log = logging.getLogger(__name__)
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A server's WebSocket text frame carrying `payload` (RFC 6455 5.2: final, unmasked,
+    uncompressed), so that one update is framed once, not once per client."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 @dataclasses.dataclass(eq=False)
 class Update:
     match_id: str
@@ -38,10 +52,10 @@ class Update:
     data: dict
 
     @functools.cached_property
-    def frame(self) -> str:
-        """The update as one native WebSocket message, encoded once for all its clients."""
+    def frame(self) -> bytes:
+        """The update as one native WebSocket frame, built once for all its clients."""
         message = {**self.data, "type": self.event, "matchId": self.match_id, "seq": self.seq}
-        return orjson.dumps(message).decode()
+        return text_frame(orjson.dumps(message))
 
     @classmethod
     def from_row(cls, match_id: str, row: Row) -> Update:

@@ -183,3 +183,21 @@ async def test_a_client_that_does_not_read_is_dropped_and_others_are_not_delayed
     assert received < 80
     assert slow.connection.close_code == 1008
     assert slow.connection.close_reason == "slow consumer"
+
+
+@pytest.mark.parametrize("boxes", [None, 20, 4000], ids=["7-bit", "16-bit", "64-bit"])
+@pytest.mark.gen_test(timeout=30)
+async def test_updates_of_every_frame_length_arrive_intact(
+    ws_connect, base_url, create_match, boxes
+):
+    """Guards the frames built once per update: each of RFC 6455's three length encodings
+    (under 126 bytes, under 64 KiB, above) reads back as the update sent."""
+    match_id = (await create_match())["id"]
+    client = await ws_connect()
+    await client.join(match_id)
+    players = [[0.125, 0.25, 0.5, 0.75, n, n % 2] for n in range(boxes or 0)]
+    frames = [] if boxes is None else [{"t": 1.0, "b": [], "p": players}]
+    await callback(base_url, match_id, "tracking-update", {"frames": frames})
+
+    [message] = await client.read_until("trackingUpdate")
+    assert message["frames"] == frames
