@@ -31,7 +31,7 @@ from services.config import Config, ConfigError, load_config
 from services.dispatch import Dispatcher
 from services.live import LiveUpdates
 from services.matches import Matches
-from services.partial_uploads import discard_unfinished, sweep
+from services.partial_uploads import UploadFolder, sweep
 from store import migrate
 from store.db import Database, DatabaseUnavailable
 from store.embedded import start_embedded_postgres
@@ -50,6 +50,7 @@ class Services:
     dispatcher: Dispatcher
     matches: Matches
     analysis: Analysis
+    uploads: UploadFolder
 
 
 def resolve_database_url(config: Config) -> str:
@@ -76,6 +77,7 @@ async def open_services(config: Config, dsn: str) -> AsyncIterator[Services]:
             dispatcher=dispatcher,
             matches=Matches(db, live, config.upload_dir),
             analysis=Analysis(db, live),
+            uploads=UploadFolder(config.upload_dir),
         )
     finally:
         await dispatcher.stop()
@@ -145,7 +147,7 @@ async def shut_down(server: DrainingHTTPServer, services: Services, grace: float
     if unfinished:
         log.warning("closing %d request(s) still running after %.0f s", unfinished, grace)
     await server.close_all_connections()
-    if cut := await discard_unfinished():
+    if cut := await services.uploads.discard_unfinished():
         log.warning("removed %d upload(s) cut off by the shutdown", cut)
 
 

@@ -53,7 +53,7 @@ class UploadHandler(APIHandler):
             raise http_error(intake.too_large(max_bytes))
         try:
             self.intake = await intake.UploadIntake.open(
-                self.config.upload_dir, self.request.headers.get("Content-Type", ""), max_bytes
+                self.settings["uploads"], self.request.headers.get("Content-Type", ""), max_bytes
             )
         except intake.Refused as refusal:
             raise http_error(refusal) from None

@@ -17,7 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services import containers
-from services.partial_uploads import PartialUpload
+from services.partial_uploads import PartialUpload, UploadFolder
 
 FILE_FIELD = "file"
 TITLE_FIELD = "title"
@@ -93,7 +93,9 @@ class UploadIntake:
         )
 
     @classmethod
-    async def open(cls, upload_dir: str, content_type: str, max_file_bytes: int) -> UploadIntake:
+    async def open(
+        cls, folder: UploadFolder, content_type: str, max_file_bytes: int
+    ) -> UploadIntake:
         """Checks the request's Content-Type and creates the temp file."""
         media_type, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
@@ -102,7 +104,7 @@ class UploadIntake:
                 "Content-Type: expected multipart/form-data with a boundary, "
                 "the video in a field named `file`"
             )
-        return cls(boundary, await PartialUpload.create(upload_dir), max_file_bytes)
+        return cls(boundary, await folder.receive(), max_file_bytes)
 
     async def feed(self, chunk: bytes) -> None:
         """Parses the next piece of the body and queues the file's bytes for the disk."""

@@ -59,20 +59,15 @@ class PartialUpload:
     writev(), without first being copied into one buffer.
     """
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, finished: Callable[[PartialUpload], None]) -> None:
         self.path = path
+        self._finished = finished
         self.size = 0
         self._fd: int | None = fd
         self._batch: list[bytes | memoryview] = []
         self._batch_bytes = 0
         self._on_disk = 0
         self._writing: asyncio.Future[Any] | None = None
-
-    @classmethod
-    async def create(cls, upload_dir: str) -> PartialUpload:
-        upload = cls(*await _in_executor(_create_locked, Path(upload_dir)))
-        _unfinished.add(upload)
-        return upload
 
     async def write(self, data: bytes | memoryview) -> None:
         if self._fd is None:
@@ -91,7 +86,7 @@ class PartialUpload:
         fd, self._fd = self._fd, None
         await _in_executor(_sync_and_rename, fd, self.path, target)
         self.path = target
-        _unfinished.discard(self)
+        self._finished(self)
         await _in_executor(_sync_directory, target.parent)
         return target
 
@@ -100,7 +95,7 @@ class PartialUpload:
         await self._wait_for_disk()
         fd, self._fd = self._fd, None
         self._batch = []
-        _unfinished.discard(self)
+        self._finished(self)
         await _in_executor(_remove, self.path, fd)
 
     async def _hand_over(self) -> None:
@@ -119,19 +114,30 @@ class PartialUpload:
             await writing
 
 
-# This process's uploads not yet committed nor discarded.
-_unfinished: set[PartialUpload] = set()
+class UploadFolder:
+    """UPLOAD_DIR as this process receives videos into it: creates the temp files, and keeps
+    track of those not yet committed nor discarded, for shutdown to remove."""
 
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._unfinished: set[PartialUpload] = set()
 
-async def discard_unfinished() -> int:
-    """Removes this process's uploads still being received; returns how many.
+    async def receive(self) -> PartialUpload:
+        """A new locked temp file to write an upload into."""
+        path, fd = await _in_executor(_create_locked, Path(self.path))
+        upload = PartialUpload(path, fd, finished=self._unfinished.discard)
+        self._unfinished.add(upload)
+        return upload
 
-    For shutdown, once the connections are closed: what is still unfinished then will never
-    be finished, and the lock this process holds on it would keep `sweep` off it.
-    """
-    unfinished = list(_unfinished)
-    await asyncio.gather(*(upload.discard() for upload in unfinished))
-    return len(unfinished)
+    async def discard_unfinished(self) -> int:
+        """Removes the uploads still being received; returns how many.
+
+        For shutdown, once the connections are closed: what is still unfinished then will
+        never be finished, and the lock this process holds on it would keep `sweep` off it.
+        """
+        unfinished = list(self._unfinished)
+        await asyncio.gather(*(upload.discard() for upload in unfinished))
+        return len(unfinished)
 
 
 def sweep(upload_dir: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services import partial_uploads
-from services.partial_uploads import PartialUpload, sweep
+from services.partial_uploads import UploadFolder, sweep
 
 ROOT = Path(__file__).parent.parent
 
@@ -27,7 +27,7 @@ async def test_batches_reach_the_disk_in_order(upload_dir, monkeypatch):
     monkeypatch.setattr(partial_uploads, "BATCH_BYTES", 1000)
     monkeypatch.setattr(partial_uploads, "IOV_MAX", 3)
     pieces = [bytes([index % 256]) * (index * 37 % 2500) for index in range(200)]
-    upload = await PartialUpload.create(str(upload_dir))
+    upload = await UploadFolder(str(upload_dir)).receive()
     assert upload.path.name.startswith(".partial-")
 
     for piece in pieces:
@@ -41,8 +41,9 @@ async def test_batches_reach_the_disk_in_order(upload_dir, monkeypatch):
 
 @pytest.mark.gen_test
 async def test_discard_removes_the_file_before_or_after_commit(upload_dir):
-    pending = await PartialUpload.create(str(upload_dir))
-    committed = await PartialUpload.create(str(upload_dir))
+    folder = UploadFolder(str(upload_dir))
+    pending = await folder.receive()
+    committed = await folder.receive()
     await pending.write(b"half")
     await committed.write(b"whole")
     await committed.commit("done.mp4")
@@ -55,11 +56,27 @@ async def test_discard_removes_the_file_before_or_after_commit(upload_dir):
 
 
 @pytest.mark.gen_test
+async def test_shutdown_discards_only_the_unfinished_uploads(upload_dir):
+    """Guards against half files left by a shutdown that cut uploads off (this process's lock
+    on them keeps the start-up sweep of another process away)."""
+    folder = UploadFolder(str(upload_dir))
+    cut = await folder.receive()
+    await cut.write(b"half")
+    stored = await folder.receive()
+    await stored.write(b"whole")
+    await stored.commit("kept.mp4")
+
+    assert await folder.discard_unfinished() == 1
+    assert await folder.discard_unfinished() == 0
+    assert names(upload_dir) == ["kept.mp4"]
+
+
+@pytest.mark.gen_test
 async def test_sweep_removes_only_temp_files_no_live_process_holds(upload_dir, tmp_path):
     """Abandoned temp files go; a live writer's file, other files, folders, nested files
     and whatever a symlink points to stay."""
     (upload_dir / ".partial-abandoned").write_bytes(b"left by a killed process")
-    live = await PartialUpload.create(str(upload_dir))
+    live = await UploadFolder(str(upload_dir)).receive()
     (upload_dir / "video.mp4").write_bytes(b"stored")
     (upload_dir / ".partial-folder").mkdir()
     (upload_dir / "reels").mkdir()
