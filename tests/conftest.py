@@ -30,6 +30,7 @@ from store.embedded import start_embedded_postgres
 from tests.fake_inference import FakeInference
 from tests.live_clients import NativeClient, RedisServer, SocketIOWatcher
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_MP4 = DATA / "sample.mp4"
@@ -219,20 +220,6 @@ def app(config, services) -> tornado.web.Application:
 @pytest.fixture
 def db(services):
     return services.db
-
-
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
-    """Polls an (async or plain) predicate until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 class Api:

@@ -13,6 +13,7 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from services.config import SETTINGS
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).parent.parent
 
@@ -52,30 +53,31 @@ class ServerProcess:
     async def started(self, timeout: float = 20.0) -> ServerProcess:
         """Waits until `/health` answers 200; fails with the log if the process exits first."""
         client = AsyncHTTPClient()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+
+        async def healthy() -> bool:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(f"server exited with {self.process.returncode}")
             try:
                 await client.fetch(self.url + "/health")
-                return self
             except (OSError, HTTPClientError):
-                pass  # not listening yet, or its database check not passing yet
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"server not healthy within {timeout} s:\n{self.log()}")
-            await asyncio.sleep(0.05)
+                return False  # not listening yet, or its database check not passing yet
+            return True
+
+        try:
+            await wait_until(healthy, timeout, interval=0.05)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; server log:\n{self.log()}") from None
+        return self
 
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
 
     async def exited(self, timeout: float = 20.0) -> int:
         """The exit code, once the process has ended."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.process.poll() is None:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"server still running after {timeout} s:\n{self.log()}")
-            await asyncio.sleep(0.02)
-        return self.process.returncode
+        try:
+            return await asyncio.to_thread(self.process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"server still running after {timeout} s:\n{self.log()}") from None
 
     def kill(self) -> None:
         if self.process.poll() is None:
