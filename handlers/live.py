@@ -157,7 +157,9 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
         self._writing = None
         if writing.cancelled() or writing.exception() is not None:
             self._forget()
-        elif self._outbox:
+            return
+        # Frames the socket takes whole leave nothing pending: keep going until one waits.
+        while self._outbox and self._writing is None:
             self._write(self._outbox.popleft())
 
 

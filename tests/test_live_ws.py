@@ -185,6 +185,25 @@ async def test_a_client_that_does_not_read_is_dropped_and_others_are_not_delayed
     assert slow.connection.close_reason == "slow consumer"
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_a_client_that_reads_late_gets_every_update_in_order(
+    app, ws_connect, base_url, create_match
+):
+    """Guards the outbox draining: once a client that fell behind reads again, every queued
+    update arrives, in number order, none stuck behind a frame the socket took whole."""
+    match_id = (await create_match())["id"]
+    client = await ws_connect()
+    start = (await client.join(match_id))["seq"]
+
+    frames = [{"t": 0.0, "b": [], "p": [], "pad": "x" * 250_000}]
+    live = app.settings["live"]
+    for _ in range(40):
+        await live.publish(match_id, "trackingUpdate", {"matchId": match_id, "frames": frames})
+
+    seqs = [(await client.read())["seq"] for _ in range(40)]
+    assert seqs == list(range(start + 1, start + 41))
+
+
 @pytest.mark.parametrize("boxes", [None, 20, 4000], ids=["7-bit", "16-bit", "64-bit"])
 @pytest.mark.gen_test(timeout=30)
 async def test_updates_of_every_frame_length_arrive_intact(
