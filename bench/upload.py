@@ -1,4 +1,4 @@
-"""Upload benchmark: `.venv/bin/python -m bench.upload [--gib 1,4] [--dir PATH]`.
+"""Upload benchmark: `.venv/bin/python -m bench.upload [--gib 1,4] [--repeat 3] [--dir PATH]`.
 
 Starts the real server (`python orchestrator.py`) on a fresh database and a temp UPLOAD_DIR,
 uploads generated videos of each size over loopback (streamed from a generator, never held in
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -195,7 +196,17 @@ def running_server(
         server.wait(30)
 
 
-def measure(pid: int, port: int, folder: Path, size: int) -> None:
+@dataclasses.dataclass
+class Round:
+    upload_seconds: float
+    dd_seconds: float
+    cpu_seconds: float
+    rss_growth: int
+    latencies: list[float]
+
+
+def measure_once(pid: int, port: int, folder: Path, size: int) -> Round:
+    """One upload of `size`, then dd writing as much to the same folder."""
     sampler = RssSampler(pid)
     probe = LatencyProbe(port)
     baseline = sampler.peak
@@ -209,15 +220,26 @@ def measure(pid: int, port: int, folder: Path, size: int) -> None:
     sampler.join()
     probe.join()
     delete(port, match["id"])
-    dd = dd_seconds(folder, size)
-    latencies = sorted(probe.latencies) or [0.0]
+    return Round(elapsed, dd_seconds(folder, size), cpu, sampler.peak - baseline, probe.latencies)
+
+
+def measure(pid: int, port: int, folder: Path, size: int, repeat: int) -> None:
+    """Uploads and dd runs take turns, so that both see the same disk: this machine's disk
+    and CPU speeds vary from minute to minute, and medians of alternating runs compare them
+    fairly."""
+    rounds = [measure_once(pid, port, folder, size) for _ in range(repeat)]
+    upload = statistics.median(r.upload_seconds for r in rounds)
+    dd = statistics.median(r.dd_seconds for r in rounds)
+    cpu = statistics.median(r.cpu_seconds for r in rounds)
+    latencies = sorted(latency for r in rounds for latency in r.latencies) or [0.0]
     print(
-        f"{size / 2**30:4.1f} GiB  upload {size / elapsed / MB:7.1f} MB/s ({elapsed:5.1f} s, "
-        f"server CPU {cpu:4.1f} s)  "
-        f"dd {size / dd / MB:7.1f} MB/s  ratio {dd / elapsed:4.2f}  "
-        f"RSS growth {(sampler.peak - baseline) / MB:5.1f} MB (baseline {baseline / MB:.0f} MB)  "
+        f"{size / 2**30:4.1f} GiB x{repeat}  upload {size / upload / MB:7.1f} MB/s "
+        f"(median {upload:5.1f} s, server CPU {cpu:4.1f} s)  "
+        f"dd {size / dd / MB:7.1f} MB/s  ratio {dd / upload:4.2f} "
+        f"(each round: {', '.join(f'{r.dd_seconds / r.upload_seconds:.2f}' for r in rounds)})  "
+        f"peak RSS growth {max(r.rss_growth for r in rounds) / MB:5.1f} MB  "
         f"GET / during upload: p50 {statistics.median(latencies) * 1000:.1f} ms, "
-        f"max {latencies[-1] * 1000:.1f} ms over {len(probe.latencies)} requests"
+        f"max {latencies[-1] * 1000:.1f} ms over {len(latencies)} requests"
     )
 
 
@@ -225,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", default="1,4", help="comma-separated upload sizes in GiB")
     parser.add_argument("--dir", default=None, help="where UPLOAD_DIR is made (default: temp)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per size (median)")
     args = parser.parse_args()
     sizes = [int(float(text) * 2**30) for text in args.gib.split(",")]
 
@@ -243,7 +266,7 @@ def main() -> None:
             _, match = upload(port, 1 << 20)
             delete(port, match["id"])
             for size in sizes:
-                measure(pid, port, folder, size)
+                measure(pid, port, folder, size, args.repeat)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
