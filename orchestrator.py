@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
+import tornado.netutil
 import tornado.web
 import uvloop
 
@@ -37,6 +38,10 @@ from store.db import Database, DatabaseUnavailable
 from store.embedded import start_embedded_postgres
 
 log = logging.getLogger("orchestrator")
+
+
+class CannotStart(RuntimeError):
+    """The service cannot start as configured; the message says why, in one line."""
 
 
 @dataclasses.dataclass
@@ -105,14 +110,24 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
 
 
 async def serve(config: Config) -> None:
-    os.makedirs(config.upload_dir, exist_ok=True)
-    removed = await asyncio.get_running_loop().run_in_executor(None, sweep, config.upload_dir)
+    # The port first: a clash is told before the database is started for nothing.
+    try:
+        sockets = tornado.netutil.bind_sockets(config.port, config.host)
+    except OSError as error:
+        raise CannotStart(
+            f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
+        ) from None
+    try:
+        os.makedirs(config.upload_dir, exist_ok=True)
+        removed = await asyncio.get_running_loop().run_in_executor(None, sweep, config.upload_dir)
+    except OSError as error:
+        raise CannotStart(f"UPLOAD_DIR={config.upload_dir!r}: {error.strerror}") from None
     if removed:
         log.info("removed %d partial uploads left by a stopped process", removed)
     dsn = await asyncio.get_running_loop().run_in_executor(None, resolve_database_url, config)
     async with open_services(config, dsn) as services:
         server = DrainingHTTPServer(make_app(config, services), xheaders=True)
-        server.listen(config.port, config.host)
+        server.add_sockets(sockets)
         log.info("listening on %s:%d", config.host, config.port)
         if not config.callback_secret:
             log.warning("CALLBACK_SECRET is not set: inference callbacks are accepted unsigned")
@@ -173,6 +188,9 @@ def main(argv: list[str]) -> int:
             uvloop.run(serve(config))
     except DatabaseUnavailable as error:
         print(f"database unavailable: {error}", file=sys.stderr)
+        return 1
+    except CannotStart as error:
+        print(f"cannot start: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
+
+import psycopg2.extensions
 
 
 class ConfigError(ValueError):
@@ -38,6 +41,13 @@ def _non_negative_float(text: str) -> float:
     return _number(float, text, 0, float("inf"), "a number of at least 0")
 
 
+def _positive_float(text: str) -> float:
+    value = _number(float, text, 0, float("inf"), "a number above 0")
+    if value == 0:
+        raise ValueError("expected a number above 0")
+    return value
+
+
 def _bytes(text: str) -> int:
     """A size in bytes: `5368709120`, `100MB` (powers of 1000) or `5GiB` (powers of 1024)."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:([KMGT])(i?)B)?\s*", text, re.IGNORECASE)
@@ -64,6 +74,34 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _url(*schemes: str) -> Callable[[str], str]:
+    """A URL with one of `schemes` and a host (or empty, where empty has a meaning)."""
+    expected = " or ".join(f"{scheme}://" for scheme in schemes)
+
+    def parse(text: str) -> str:
+        url = text.strip()
+        if url:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in schemes or not (parts.netloc or parts.path):
+                raise ValueError(f"expected a URL starting with {expected}")
+        return url
+
+    return parse
+
+
+def _database_url(text: str) -> str:
+    """A libpq URI or key=value string, as psycopg2 would read it (or empty)."""
+    url = text.strip()
+    if url:
+        try:
+            psycopg2.extensions.parse_dsn(url)
+        except psycopg2.ProgrammingError:
+            raise ValueError(
+                "expected a PostgreSQL URL such as postgresql://user@host/db"
+            ) from None
+    return url
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     env: str
@@ -76,15 +114,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "4000", _port, "HTTP, WebSocket and Socket.IO port"),
     Setting("HOST", "0.0.0.0", _text, "address to listen on"),
     Setting(
-        "DATABASE_URL", "", _text, "PostgreSQL URL; empty starts an embedded PostgreSQL in DATA_DIR"
+        "DATABASE_URL",
+        "",
+        _database_url,
+        "PostgreSQL URL; empty starts an embedded PostgreSQL in DATA_DIR",
     ),
     Setting(
         "REDIS_URL",
         "",
-        _text,
+        _url("redis", "rediss", "unix"),
         "Redis URL for the live-update bus; empty uses an in-process bus (one process only)",
     ),
-    Setting("INFERENCE_URL", "http://localhost:8000", _text, "base URL of the inference engine"),
+    Setting(
+        "INFERENCE_URL",
+        "http://localhost:8000",
+        _url("http", "https"),
+        "base URL of the inference engine",
+    ),
     Setting("UPLOAD_DIR", "static/uploads", _text, "where videos and inference outputs are stored"),
     Setting("DATA_DIR", "data", _text, "where the embedded PostgreSQL keeps its files"),
     Setting("MAX_UPLOAD_BYTES", "5GiB", _bytes, "largest accepted video upload"),
@@ -123,7 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "DISPATCH_TIMEOUT_SECONDS",
         "10",
-        _non_negative_float,
+        _positive_float,
         "how long one hand-off request to the inference engine may take",
     ),
     Setting(
@@ -136,7 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "DISPATCH_POLL_SECONDS",
         "5",
-        _non_negative_float,
+        _positive_float,
         "how often the dispatcher looks for due jobs when no notification wakes it",
     ),
     Setting(

@@ -24,5 +24,5 @@ def upgrade(dsn: str) -> None:
     """Bring the schema to the newest revision (blocking; safe to run from several processes)."""
     try:
         command.upgrade(alembic_config(dsn), "head")
-    except sqlalchemy.exc.OperationalError as error:
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as error:
         raise DatabaseUnavailable(str(error.orig).strip().splitlines()[0]) from None

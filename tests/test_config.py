@@ -1,5 +1,6 @@
 """Settings come from the environment; a wrong one stops the start with one clear line."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,11 @@ def test_environment_overrides():
         ({"DISPATCH_MAX_ATTEMPTS": "0"}, "DISPATCH_MAX_ATTEMPTS"),
         ({"DISPATCH_LEASE_SECONDS": "10"}, "DISPATCH_LEASE_SECONDS: must be longer than"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"DATABASE_URL": "nonsense"}, "DATABASE_URL"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"INFERENCE_URL": "engine:8000"}, "INFERENCE_URL"),
+        ({"DISPATCH_TIMEOUT_SECONDS": "0"}, "DISPATCH_TIMEOUT_SECONDS"),
+        ({"DISPATCH_POLL_SECONDS": "0"}, "DISPATCH_POLL_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(env, named):
@@ -58,14 +64,8 @@ def test_bad_values_name_the_variable(env, named):
         load_config(env)
 
 
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"PORT": "abc"}, "configuration error: PORT='abc'"),
-        ({"DATABASE_URL": "postgresql://root@127.0.0.1:1/none"}, "database unavailable:"),
-    ],
-)
-def test_start_refused_with_one_line(env, message):
+def start_refused(env: dict[str, str]) -> str:
+    """Starts the service with `env`; asserts it exits non-zero; returns its one stderr line."""
     result = subprocess.run(
         [sys.executable, "orchestrator.py"],
         cwd=ROOT,
@@ -75,8 +75,31 @@ def test_start_refused_with_one_line(env, message):
         timeout=30,
     )
     assert result.returncode != 0
-    assert result.stderr.startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "abc"}, "configuration error: PORT='abc'"),
+        ({"DATABASE_URL": "nonsense"}, "configuration error: DATABASE_URL='nonsense'"),
+        ({"DATABASE_URL": "postgresql://root@127.0.0.1:1/none"}, "database unavailable:"),
+        ({"UPLOAD_DIR": "README.md/uploads"}, "cannot start: UPLOAD_DIR='README.md/uploads'"),
+        ({"DATA_DIR": "README.md/data"}, "database unavailable: embedded PostgreSQL"),
+    ],
+)
+def test_start_refused_with_one_line(env, message):
+    assert start_refused(env).startswith(message)
+
+
+def test_port_in_use_refused_with_one_line(database_url):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = start_refused({"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port)})
+    assert line.startswith(f"cannot start: cannot listen on 127.0.0.1:{port}:")
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.env)
