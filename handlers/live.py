@@ -24,6 +24,7 @@ import collections
 import logging
 
 import orjson
+import psycopg2
 import tornado.iostream
 import tornado.websocket
 
@@ -97,7 +98,13 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
         self._send(update.frame)
 
     async def _join(self, match_id: str, since: int | None) -> None:
-        if not await self.live.join(match_id, self, self._catch_up, since):
+        try:
+            joined = await self.live.join(match_id, self, self._catch_up, since)
+        except (psycopg2.Error, OSError, TimeoutError) as error:
+            log.warning("A WebSocket client could not join match %s: %s", match_id, error)
+            self._send_error("matchId: cannot be joined now (database unavailable)", match_id)
+            return
+        if not joined:
             self._send_error("matchId: no such match", match_id)
         elif match_id in self._matches or self._closed:
             # Already a member (a rejoin replays, it does not add a second membership), or the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import tornado.web
 
 from handlers import views
@@ -20,6 +22,8 @@ class MatchListHandler(UploadHandler):
     async def get(self) -> None:
         limit = self._limit()
         before = self.get_query_argument("before", None)
+        if before is not None and not re.fullmatch(UUID, before):
+            raise tornado.web.HTTPError(400, "before: expected a match id")
         try:
             async with self.db.connection() as conn:
                 rows = await store_matches.list_matches(conn, limit=limit, before=before)

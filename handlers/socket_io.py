@@ -56,7 +56,8 @@ class SocketIOEndpoint:
     async def deliver(self, update: Update) -> None:
         await self.server.emit(update.event, update.data, room=update.match_id)
 
-    async def join_match(self, sid: str, match_id: object) -> dict:
+    async def join_match(self, sid: str, match_id: object = None, *_: object) -> dict:
+        """Any number of arguments is answered: the first is the match id, if any."""
         key = match_key(match_id)
         entered = False
 
@@ -79,7 +80,7 @@ class SocketIOEndpoint:
             self.live.leave(key, self)
         return {"event": "joined", "data": match_id}
 
-    async def leave_match(self, sid: str, match_id: object) -> None:
+    async def leave_match(self, sid: str, match_id: object = None, *_: object) -> None:
         key = match_key(match_id)
         if key is not None and key in self.server.rooms(sid):
             await self.server.leave_room(sid, key)

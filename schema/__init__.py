@@ -35,6 +35,26 @@ def validate(name: str, document: Any) -> None:
         raise InvalidBody(describe(error))
 
 
+def nul_character_path(document: Any, path: tuple = ()) -> str | None:
+    """The path of the first string (or key) holding a NUL character, which PostgreSQL can
+    store neither in text nor in JSONB; None if there is none."""
+    if isinstance(document, str):
+        return field_path(list(path)) if "\0" in document else None
+    if isinstance(document, dict):
+        items = document.items()
+    elif isinstance(document, list):
+        items = enumerate(document)
+    else:
+        return None
+    for key, value in items:
+        if isinstance(key, str) and "\0" in key:
+            return field_path([*path, key.replace("\0", "\\u0000")])
+        found = nul_character_path(value, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def describe(error: ValidationError) -> str:
     """`path: what was expected`, e.g. `events[3].timestamp: required`."""
     path = list(error.absolute_path)

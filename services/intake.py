@@ -209,6 +209,8 @@ class UploadIntake:
             raise BadForm("title: not UTF-8 text") from None
         if len(title) > TITLE_MAX_CHARS:
             raise self._title_too_long()
+        if "\0" in title:
+            raise BadForm("title: must not contain NUL characters")
         return title or None
 
     def _title_too_long(self) -> BadForm:

@@ -30,8 +30,11 @@ def servable_file(upload_dir: str, name: str) -> Path | None:
     None for anything outside the folder (`..`, absolute paths, symlinks pointing out), for
     directories, and for hidden names, which include the temp files of uploads in progress.
     """
-    path = path_in_uploads(upload_dir, name)
-    if path is None or not path.is_file():
+    try:
+        path = path_in_uploads(upload_dir, name)
+        if path is None or not path.is_file():
+            return None
+    except OSError:  # a name too long for the filesystem, say
         return None
     inside = path.relative_to(Path(upload_dir).resolve()).parts
     if any(part.startswith(".") for part in (*Path(name).parts, *inside)):

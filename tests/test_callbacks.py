@@ -142,6 +142,23 @@ async def test_progress_never_goes_backwards_nor_reopens_completed(api, create_m
             b'{"events": [], "emotionScores": [{"timestamp": 1, "audioScore": true}]}',
             "emotionScores[0].audioScore: expected number",
         ),
+        # PostgreSQL stores NUL characters neither in text nor in JSONB.
+        ("progress", b'{"progress": 5, "stage": "a\\u0000b"}', "stage: must not contain NUL"),
+        (
+            "live-event",
+            b'{"timestamp": 1, "description": "\\u0000"}',
+            "description: must not contain NUL",
+        ),
+        (
+            "complete",
+            b'{"events": [{"timestamp": 1, "commentary": "x\\u0000"}]}',
+            "events[0].commentary: must not contain NUL",
+        ),
+        (
+            "complete",
+            b'{"events": [], "trackingData": [{"t": 0, "note\\u0000": 1}]}',
+            "trackingData[0].note\\u0000: must not contain NUL",
+        ),
     ],
 )
 async def test_bad_bodies_are_refused_naming_the_field(api, create_match, path, body, message):

@@ -2,6 +2,7 @@
 
 import pytest
 import tornado.httpclient
+import tornado.websocket
 
 from tests.live_clients import callback, event
 
@@ -114,6 +115,33 @@ async def test_unknown_and_malformed_ids_are_still_answered(http_server, base_ur
         "not-a-uuid",
         "00000000-0000-4000-8000-000000000000",
     ]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_join_with_no_id_or_extra_arguments_is_answered(http_server, base_url, sio_connect):
+    """Guards the handler's signature: a client's odd call gets an answer, not a server error."""
+    watcher = await sio_connect(base_url, ["websocket"])
+    assert await watcher.client.call("joinMatch", timeout=10) == {"event": "joined", "data": None}
+    ack = await watcher.client.call("joinMatch", ("first", "second"), timeout=10)
+    assert ack == {"event": "joined", "data": "first"}
+    await watcher.client.emit("leaveMatch")
+    assert await watcher.client.call("joinMatch", "again", timeout=10) == {
+        "event": "joined",
+        "data": "again",
+    }
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_foreign_origin_is_refused_on_the_websocket_transport(http_server, base_url):
+    """Guards CORS_ORIGIN on Socket.IO's WebSocket upgrade (a 403 before the upgrade)."""
+    url = base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    request = tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://evil.test"})
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await tornado.websocket.websocket_connect(request)
+    assert refused.value.code == 403
+    allowed = tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://localhost:3000"})
+    connection = await tornado.websocket.websocket_connect(allowed)
+    connection.close()
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -2,10 +2,12 @@
 
 import json
 
+import psycopg2
 import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from tests.conftest import drop_database
 from tests.live_clients import callback, event
 
 
@@ -147,6 +149,24 @@ async def test_bad_messages_get_an_error_and_the_connection_stays_usable(
     reply = await client.join(unknown)
     assert reply == {"type": "error", "message": "matchId: no such match", "matchId": unknown}
     assert (await client.join(match_id))["type"] == "snapshot"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_join_while_the_database_is_down_gets_an_error(
+    ws_connect, create_match, pg_server, database_url
+):
+    """Guards the join path's failure: an `error` message, and the connection stays open."""
+    match_id = (await create_match())["id"]
+    client = await ws_connect()
+    drop_database(pg_server, psycopg2.extensions.parse_dsn(database_url)["dbname"])
+    error = await client.join(match_id)
+    assert error == {
+        "type": "error",
+        "message": "matchId: cannot be joined now (database unavailable)",
+        "matchId": match_id,
+    }
+    await client.send("{")
+    assert (await client.read())["type"] == "error"
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -59,7 +59,8 @@ async def test_list_pages_with_limit_and_before(api, create_match):
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
         ("limit=5000", "limit"),
-        (f"before={uuid.uuid4()}", "before"),
+        (f"before={uuid.uuid4()}", "before: no match"),
+        ("before=yesterday", "before: expected a match id"),
     ],
 )
 async def test_list_refuses_bad_paging(api, query, message):
@@ -164,6 +165,7 @@ async def test_url_intake_creates_match_and_dispatches_clip_window(api, inferenc
         ({"url": 5}, "url: expected string"),
         ({"url": "file:///etc/passwd"}, "url"),
         ({"url": "https://x", "start_time": "a"}, "start_time"),
+        ({"url": "https://x", "title": "a\0b"}, "title: must not contain NUL"),
     ],
 )
 async def test_url_intake_refuses_bad_bodies(api, body, message):

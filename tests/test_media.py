@@ -129,6 +129,7 @@ async def test_files_in_subfolders_and_symlinks_within_the_folder_are_served(
         "escape.mp4",
         ".partial-0123abcd",
         "missing.mp4",
+        "x" * 300 + ".mp4",
     ],
 )
 @pytest.mark.gen_test

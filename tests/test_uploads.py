@@ -274,11 +274,12 @@ async def test_a_non_video_is_refused_before_the_whole_body_is_sent(port, upload
             "file: sent more than once",
         ),
         (video_form(title="x" * 201), MULTIPART, "title: longer than 200 characters"),
+        (video_form(title="a\0b"), MULTIPART, "title: must not contain NUL"),
         (video_form().removesuffix(f"--{BOUNDARY}--\r\n".encode()), MULTIPART, "body: the"),
         (b'{"file": "x"}', {"Content-Type": "application/json"}, "Content-Type: expected"),
         (b"garbage", MULTIPART, "body: not a valid multipart form"),
     ],
-    ids=["missing", "empty", "twice", "long-title", "truncated", "json", "garbage"],
+    ids=["missing", "empty", "twice", "long-title", "nul-title", "truncated", "json", "garbage"],
 )
 @pytest.mark.gen_test
 async def test_bad_forms_are_refused_naming_the_field(
