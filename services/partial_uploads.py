@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import fcntl
 import itertools
@@ -92,7 +93,8 @@ class PartialUpload:
 
     async def discard(self) -> None:
         """Removes the file, committed or not. Safe to call more than once."""
-        await self._wait_for_disk()
+        with contextlib.suppress(OSError):  # a failed write: the file goes all the same
+            await self._wait_for_disk()
         fd, self._fd = self._fd, None
         self._batch = []
         self._finished(self)
@@ -109,9 +111,15 @@ class PartialUpload:
         self._writing = _in_executor(_write_batch, self._fd, batch, offset)
 
     async def _wait_for_disk(self) -> None:
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            await writing
+        """Until no write is running on the file: a discard that closed the descriptor under
+        a running write could send its bytes to whatever file next gets the number."""
+        while self._writing is not None:
+            writing = self._writing
+            try:
+                await writing
+            finally:
+                if self._writing is writing:
+                    self._writing = None
 
 
 class UploadFolder:

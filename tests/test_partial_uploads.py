@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,38 @@ async def test_discard_removes_the_file_before_or_after_commit(upload_dir):
     await committed.discard()
     await committed.discard()
 
+    assert names(upload_dir) == []
+
+
+@pytest.mark.gen_test
+async def test_discard_waits_for_the_write_running_on_the_file(upload_dir, monkeypatch):
+    """Guards the descriptor's life: a discard (client gone) while one batch is being written
+    and the next waits for it closes the file only after the write ended, never under it."""
+    release = threading.Event()
+    happened = []
+    write_batch, remove = partial_uploads._write_batch, partial_uploads._remove
+
+    def slow_write(fd, pieces, offset):
+        assert release.wait(10)
+        write_batch(fd, pieces, offset)
+        happened.append("written")
+
+    def recorded_remove(path, fd):
+        happened.append("removed")
+        remove(path, fd)
+
+    monkeypatch.setattr(partial_uploads, "_write_batch", slow_write)
+    monkeypatch.setattr(partial_uploads, "_remove", recorded_remove)
+    monkeypatch.setattr(partial_uploads, "BATCH_BYTES", 4)
+    upload = await UploadFolder(str(upload_dir)).receive()
+    await upload.write(b"first")  # its write starts and blocks
+    second = asyncio.ensure_future(upload.write(b"second"))  # waits for the first
+    discarded = asyncio.ensure_future(upload.discard())
+    asyncio.get_running_loop().call_soon(release.set)  # after both took their first step
+
+    await asyncio.gather(second, discarded)
+    assert happened[0] == "written"
+    assert happened[-1] == "removed" and happened.count("removed") == 1
     assert names(upload_dir) == []
 
 
