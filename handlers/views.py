@@ -12,7 +12,15 @@ from store.db import Row
 
 # Columns kept to the service itself.
 PRIVATE_COLUMNS = frozenset(
-    {"stored_name", "live_seq", "start_time", "end_time", "event_count", "highlight_count"}
+    {
+        "stored_name",
+        "source_url",
+        "live_seq",
+        "start_time",
+        "end_time",
+        "event_count",
+        "highlight_count",
+    }
 )
 
 

@@ -37,7 +37,7 @@ class Matches:
         self, url: str, start_time: float | None, end_time: float | None, title: str | None
     ) -> Row:
         return await self._create(
-            upload_url=url, start_time=start_time, end_time=end_time, title=title
+            source_url=url, upload_url=url, start_time=start_time, end_time=end_time, title=title
         )
 
     async def reanalyze(self, match_id: str) -> Row | None:
@@ -59,7 +59,8 @@ class Matches:
         return match
 
     async def delete(self, match_id: str) -> bool:
-        """Deletes the match, its results and its files in UPLOAD_DIR."""
+        """Deletes the match, its results and its files in UPLOAD_DIR: the stored video (also
+        when `complete` named another `videoUrl`) and what the engine wrote."""
         async with self.db.transaction() as conn:
             highlight_urls = await store_matches.highlight_video_urls(conn, match_id)
             match = await store_matches.delete_match(conn, match_id)
@@ -71,6 +72,7 @@ class Matches:
             media.remove_uploads,
             self.upload_dir,
             [
+                match["stored_name"] and media.upload_url(match["stored_name"]),
                 match["upload_url"],
                 match["highlight_reel_url"],
                 match["heatmap_url"],
@@ -93,7 +95,7 @@ class Matches:
         if match["stored_name"]:
             video = media.path_in_uploads(self.upload_dir, match["stored_name"])
             return {"video_url": str(video)}
-        job: dict[str, Any] = {"video_url": match["upload_url"]}
+        job: dict[str, Any] = {"video_url": match["source_url"]}
         for key in ("start_time", "end_time"):
             if match[key] is not None:
                 job[key] = match[key]

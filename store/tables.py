@@ -44,7 +44,9 @@ matches = Table(
     # The file's name inside UPLOAD_DIR (server-generated); null for URL intake.
     Column("stored_name", Text),
     Column("upload_url", Text, nullable=False),
-    # For URL intake: the remote clip window handed to inference.
+    # For URL intake: the remote video and clip window handed to inference (`upload_url`
+    # may later name the engine's own copy, given as `videoUrl` by `complete`).
+    Column("source_url", Text),
     Column("start_time", Float),
     Column("end_time", Float),
     Column("status", Text, nullable=False, server_default="UPLOADED"),

@@ -36,12 +36,12 @@ DATA = Path(__file__).parent / "data"
 SAMPLE_MP4 = DATA / "sample.mp4"
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     """The same server URL, pointing at database `name` (libpq `dbname` overrides the path)."""
     return psycopg2.extensions.make_dsn(url, dbname=name)
 
 
-def _admin(url: str):
+def admin_connection(url: str):
     conn = psycopg2.connect(url, connect_timeout=3)
     conn.autocommit = True
     return conn
@@ -52,7 +52,7 @@ def pg_server(tmp_path_factory) -> str:
     """A URL of a PostgreSQL server the tests may create databases on."""
     url = os.environ.get("TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
     try:
-        _admin(url).close()
+        admin_connection(url).close()
     except psycopg2.OperationalError:
         url = start_embedded_postgres(str(tmp_path_factory.mktemp("embedded-postgres")))
     return url
@@ -62,9 +62,9 @@ def pg_server(tmp_path_factory) -> str:
 def template_database(pg_server) -> str:
     """A migrated database that each test's database is cloned from."""
     name = f"matcha_template_{uuid.uuid4().hex[:8]}"
-    with contextlib.closing(_admin(pg_server)) as conn, conn.cursor() as cursor:
+    with contextlib.closing(admin_connection(pg_server)) as conn, conn.cursor() as cursor:
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    migrate.upgrade(_with_database(pg_server, name))
+    migrate.upgrade(with_database(pg_server, name))
     yield name
     drop_database(pg_server, name)
 
@@ -72,19 +72,19 @@ def template_database(pg_server) -> str:
 @pytest.fixture
 def database_url(pg_server, template_database) -> str:
     name = f"matcha_test_{uuid.uuid4().hex[:12]}"
-    with contextlib.closing(_admin(pg_server)) as conn, conn.cursor() as cursor:
+    with contextlib.closing(admin_connection(pg_server)) as conn, conn.cursor() as cursor:
         cursor.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template_database)
             )
         )
-    yield _with_database(pg_server, name)
+    yield with_database(pg_server, name)
     drop_database(pg_server, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
     """Drops a database, ending its open connections (as a database outage would)."""
-    with contextlib.closing(_admin(server_url)) as conn, conn.cursor() as cursor:
+    with contextlib.closing(admin_connection(server_url)) as conn, conn.cursor() as cursor:
         cursor.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )

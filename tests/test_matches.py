@@ -108,6 +108,23 @@ async def test_reanalyze_clears_results_and_hands_over_again(api, create_match, 
 
 
 @pytest.mark.gen_test
+async def test_reanalyze_of_url_intake_hands_over_the_remote_video_again(api, inference):
+    """Guards the source of a URL intake: `complete`'s `videoUrl` (the engine's local copy)
+    changes what the frontend plays, not what a reanalysis sends with its clip window."""
+    body = {"url": "https://videos.example/final.mp4", "start_time": 30, "end_time": 90}
+    match = (await api.post("/matches/youtube", body)).json
+    await inference.wait_for_jobs(1)
+    await api.post(f"/matches/{match['id']}/complete", complete_body(videoUrl="/uploads/c.mp4"))
+    assert (await api.get(f"/matches/{match['id']}")).json["uploadUrl"] == "/uploads/c.mp4"
+
+    await api.post(f"/matches/{match['id']}/reanalyze")
+    jobs = await inference.wait_for_jobs(2)
+    assert [(job["video_url"], job["start_time"], job["end_time"]) for job in jobs] == [
+        ("https://videos.example/final.mp4", 30, 90)
+    ] * 2
+
+
+@pytest.mark.gen_test
 async def test_reanalyze_unknown_match_is_404(api):
     assert_error(await api.post(f"/matches/{uuid.uuid4()}/reanalyze"), 404)
 

@@ -132,6 +132,28 @@ async def test_upload_stores_the_video_and_hands_it_to_inference(
     await handed_off(http_client, base_url, match)
 
 
+@pytest.mark.gen_test
+async def test_an_uploaded_match_reanalyzed_hands_over_its_stored_video_again(
+    http_client, base_url, upload_dir, inference
+):
+    """Guards reanalysis of an upload, after `complete` named the engine's own `videoUrl`:
+    the engine gets the stored file's absolute path again; delete removes that file too."""
+    _, match = await post(http_client, base_url + "/matches/upload", video_form())
+    stored = upload_dir / match["uploadUrl"].removeprefix("/uploads/")
+    await inference.wait_for_jobs(1)
+    (upload_dir / "engine-copy.mp4").write_bytes(b"the engine's copy")
+    complete = {"events": [], "videoUrl": "/uploads/engine-copy.mp4"}
+    url = f"{base_url}/matches/{match['id']}"
+    await http_client.fetch(f"{url}/complete", method="POST", body=json.dumps(complete))
+
+    await http_client.fetch(f"{url}/reanalyze", method="POST", body=b"")
+    jobs = await inference.wait_for_jobs(2)
+    assert jobs[1]["video_url"] == jobs[0]["video_url"] == str(stored.resolve())
+
+    await http_client.fetch(url, method="DELETE")
+    assert files_in(upload_dir) == []
+
+
 @pytest.mark.parametrize("path", ["/matches", "/api/v1/matches/upload", "/api/v1/matches"])
 @pytest.mark.gen_test
 async def test_upload_aliases(http_client, base_url, upload_dir, path):
