@@ -67,7 +67,8 @@ async def server_process(database_url: str, **env: str) -> AsyncIterator[tuple[s
             yield base, process.pid
         finally:
             process.terminate()
-            process.wait(timeout=30)
+            # Off the event loop: the caller's clients may have to answer the server's goodbyes.
+            await asyncio.to_thread(process.wait, 30)
 
 
 @contextlib.asynccontextmanager

@@ -59,8 +59,8 @@ class NativeClient:
         await self.send(request)
         return await self.read()
 
-    async def read(self) -> dict:
-        message = await asyncio.wait_for(self.connection.read_message(), READ_SECONDS)
+    async def read(self, timeout: float = READ_SECONDS) -> dict:
+        message = await asyncio.wait_for(self.connection.read_message(), timeout)
         assert message is not None, f"connection closed ({self.connection.close_code})"
         return json.loads(message)
 
@@ -105,6 +105,62 @@ class SocketIOWatcher:
 
         await asyncio.wait_for(enough(), READ_SECONDS)
         return matching()
+
+
+class FreezableProxy:
+    """A TCP proxy on loopback to `target_port` that can stop passing bytes on (`freeze`), as
+    a network that drops packets does, and pass them on again (`thaw`)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self._server.close()
+        for connection in self._connections:
+            connection.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        task = asyncio.current_task()
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        try:
+            upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(
+            self._pipe(reader, upstream[1]), self._pipe(upstream[0], writer), return_exceptions=True
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
 
 
 class RedisServer:

@@ -10,6 +10,7 @@ import tornado.httpclient
 from bench.server import server_process
 from tests.conftest import wait_until
 from tests.live_clients import (
+    FreezableProxy,
     NativeClient,
     SocketIOWatcher,
     callback,
@@ -71,6 +72,52 @@ async def _is_down(base_url: str) -> bool:
 
 async def _is_up(base_url: str) -> bool:
     return await redis_state(base_url) == "up"
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_process_cut_off_from_redis_answers_and_later_catches_the_others_up(
+    database_url, inference, redis_server
+):
+    """Guards a Redis that stops answering one process (a network dropping its packets, not
+    refusing): its callbacks still answer, and once the link is back, clients of the other
+    processes get the updates they missed, in order."""
+    proxy = FreezableProxy(redis_server.port)
+    await proxy.start()
+    try:
+        async with (
+            server_process(database_url, REDIS_URL=proxy.url, INFERENCE_URL=inference.url) as (
+                cut_off,
+                _,
+            ),
+            server_process(
+                database_url, REDIS_URL=redis_server.url, INFERENCE_URL=inference.url
+            ) as (
+                other,
+                _,
+            ),
+        ):
+            match_id = await create_match_over_http(cut_off)
+            connection = await tornado.websocket.websocket_connect(
+                other.replace("http://", "ws://") + "/ws"
+            )
+            watcher = NativeClient(connection)
+            start = (await watcher.join(match_id))["seq"]
+            await callback(cut_off, match_id, "progress", {"progress": 10})
+            assert (await watcher.read())["seq"] == start + 1
+
+            proxy.freeze()
+            assert await callback(cut_off, match_id, "progress", {"progress": 20}) == 201
+            assert await callback(cut_off, match_id, "live-event", event(7)) == 201
+            assert await redis_state(cut_off) == "down"
+            assert await redis_state(other) == "up"
+
+            proxy.thaw()
+            missed = [await watcher.read(timeout=30) for _ in range(2)]
+            assert [m["seq"] for m in missed] == [start + 2, start + 3]
+            assert (missed[0]["progress"], missed[1]["event"]["timestamp"]) == (20, 7)
+            connection.close()
+    finally:
+        await proxy.stop()
 
 
 @pytest.mark.gen_test(timeout=90)
