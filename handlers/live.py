@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Messages a connection may have waiting; above the catch-up log's length, so a full replay fits.
 OUTBOX_LIMIT = 2000
+# Bytes a connection may have waiting: tracking updates can be large. Live updates share one
+# frame between all their clients, so this bounds a slow client's own cost.
+OUTBOX_BYTES = 64 << 20
 
 # Tornado's own keep-alive: a ping every 20 s; a peer that has not answered one within 20 s is
 # dropped (Tornado caps the timeout at the interval).
@@ -54,8 +57,10 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
         self.settings["websockets"].add(self)
         self._matches: set[str] = set()
         self._outbox: collections.deque[bytes] = collections.deque()
+        self._outbox_bytes = 0
         self._writing: asyncio.Future | None = None
         self._outbox_limit = self.settings.get("ws_outbox_limit", OUTBOX_LIMIT)
+        self._outbox_byte_limit = self.settings.get("ws_outbox_bytes", OUTBOX_BYTES)
         self._closed = False
 
     @property
@@ -90,6 +95,7 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
         """Leave every room and drop what is waiting: nothing more is sent on this connection."""
         self._closed = True
         self._outbox.clear()
+        self._outbox_bytes = 0
         for match_id in self._matches:
             self.live.leave(match_id, self)
         self._matches.clear()
@@ -129,8 +135,12 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
             return
         if self._writing is None:
             self._write(frame)
-        elif len(self._outbox) < self._outbox_limit:
+        elif (
+            len(self._outbox) < self._outbox_limit
+            and self._outbox_bytes + len(frame) <= self._outbox_byte_limit
+        ):
             self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
         else:
             log.warning("Closing a WebSocket client that does not read: %s", self.request.remote_ip)
             self._forget()
@@ -167,7 +177,9 @@ class LiveSocket(tornado.websocket.WebSocketHandler):
             return
         # Frames the socket takes whole leave nothing pending: keep going until one waits.
         while self._outbox and self._writing is None:
-            self._write(self._outbox.popleft())
+            frame = self._outbox.popleft()
+            self._outbox_bytes -= len(frame)
+            self._write(frame)
 
 
 routes = [(r"/ws", LiveSocket)]

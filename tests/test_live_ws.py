@@ -180,12 +180,16 @@ async def test_disallowed_origin_is_refused_before_the_upgrade(ws_connect, base_
     assert (await client.join(match_id))["type"] == "snapshot"
 
 
+@pytest.mark.parametrize(
+    "bound", [{"ws_outbox_limit": 4}, {"ws_outbox_bytes": 1_000_000}], ids=["count", "bytes"]
+)
 @pytest.mark.gen_test(timeout=60)
 async def test_a_client_that_does_not_read_is_dropped_and_others_are_not_delayed(
-    app, ws_connect, base_url, create_match
+    app, ws_connect, base_url, create_match, bound
 ):
-    """Guards backpressure: a slow consumer's queue is bounded; it is closed, others keep up."""
-    app.settings["ws_outbox_limit"] = 4
+    """Guards backpressure: a slow consumer's queue is bounded in messages and in bytes; it
+    is closed, others keep up."""
+    app.settings.update(bound)
     match_id = (await create_match())["id"]
     slow, fast = await ws_connect(), await ws_connect()
     await slow.join(match_id)
