@@ -148,10 +148,12 @@ def start_server(request, database_url, inference, upload_dir, tmp_path):
         child = ServerProcess(
             settings_env(
                 request,
-                DATABASE_URL=database_url,
-                INFERENCE_URL=inference.url,
-                UPLOAD_DIR=str(upload_dir),
-                **env,
+                **{
+                    "DATABASE_URL": database_url,
+                    "INFERENCE_URL": inference.url,
+                    "UPLOAD_DIR": str(upload_dir),
+                    **env,
+                },
             ),
             tmp_path / f"server-{len(children)}.log",
         )

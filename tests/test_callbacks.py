@@ -292,6 +292,18 @@ async def test_callback_naming_another_run_is_refused(api, create_match):
 
 
 @pytest.mark.gen_test
+@pytest.mark.config(MAX_COMPLETE_BYTES="4KB")
+async def test_complete_over_its_configured_limit_is_413(api, create_match):
+    """Guards MAX_COMPLETE_BYTES (complete's own limit, not the other callbacks' 1 MB)."""
+    match = await create_match()
+    url = f"/matches/{match['id']}/complete"
+    response = await api.post(url, {"events": [], "summary": "x" * 5000})
+    assert_error(response, 413, "larger than the 4000 bytes allowed")
+    assert results_of(await api.get(f"/matches/{match['id']}")) == NO_RESULTS
+    assert (await api.post(url, {"events": [], "summary": "x" * 3000})).code == 201
+
+
+@pytest.mark.gen_test
 async def test_oversize_callback_body_is_413(api, create_match):
     match = await create_match()
     body = b'{"progress": 1, "stage": "' + b"x" * (1024 * 1024) + b'"}'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import func, select, text
 
 from tests.conftest import wait_until
 from tests.queries import match_row, queue_is_empty, queued_jobs
@@ -22,6 +23,24 @@ async def test_job_names_the_current_run(create_match, inference, db):
     }
     await wait_until(lambda: queue_is_empty(db))
     assert (await match_row(db, match["id"]))["status"] == "PROCESSING"
+
+
+@pytest.mark.gen_test
+@pytest.mark.config(DISPATCH_POLL_SECONDS="3600")
+async def test_a_new_job_wakes_the_dispatcher_without_the_poll(create_match, inference, db):
+    """Guards LISTEN/NOTIFY: with the fallback poll an hour away, the job still goes at once."""
+    await wait_until(lambda: _listening(db))
+    match = await create_match()
+    [job] = await inference.wait_for_jobs(1)
+    assert job["match_id"] == match["id"]
+
+
+async def _listening(db) -> bool:
+    """The dispatcher's notification connection has run its LISTEN."""
+    query = select(func.count()).where(
+        text("query LIKE 'LISTEN %' AND datname = current_database()")
+    )
+    return bool(await db.fetch_value(query.select_from(text("pg_stat_activity"))))
 
 
 @pytest.mark.gen_test
@@ -56,6 +75,18 @@ async def test_engine_down_past_the_retry_limit_fails_the_match(
     detail = (await api.get(f"/matches/{match['id']}")).json
     assert detail["status"] == "FAILED"
     assert detail["failureReason"] == row["failure_reason"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.config(DISPATCH_MAX_ATTEMPTS="1000", DISPATCH_MAX_SECONDS="0.5")
+async def test_engine_down_past_the_retry_time_fails_the_match(create_match, inference, db):
+    """Guards DISPATCH_MAX_SECONDS: the time limit ends the retries long before the count."""
+    await inference.stop()
+    match = await create_match()
+    row = await wait_until(lambda: _row_with_status(db, match["id"], "FAILED"), timeout=10)
+    attempts = re.search(r", (\d+) attempts? over (\S+) s$", row["failure_reason"])
+    assert 1 <= int(attempts[1]) < 1000
+    assert float(attempts[2]) <= 0.5
 
 
 @pytest.mark.gen_test

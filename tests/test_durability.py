@@ -12,6 +12,7 @@ from tornado.httpclient import HTTPClientError
 
 from tests.conftest import wait_until
 from tests.queries import match_row, queue_is_empty, queued_jobs
+from tests.test_uploads import MULTIPART, video_form
 
 
 async def create_match(client, server, url: str = "https://videos.test/match.mp4") -> dict:
@@ -68,13 +69,18 @@ async def test_job_claimed_by_a_killed_process_is_sent_after_its_lease(
     await assert_sent_once_after_restart(start_server, inference, database, job)
 
 
+async def upload(client, server) -> dict:
+    response = await client.fetch(
+        server.url + "/matches/upload", method="POST", body=video_form(), headers=MULTIPART
+    )
+    return json.loads(response.body)
+
+
 @pytest.mark.gen_test(timeout=90)
-async def test_two_servers_send_each_of_200_matches_once(start_server, client, inference, database):
+async def test_two_servers_send_each_of_200_uploads_once(start_server, client, inference, database):
     """Guards against two processes sending the same job (or one forgetting a job)."""
     servers = await asyncio.gather(start_server(), start_server())
-    matches = await asyncio.gather(
-        *(create_match(client, servers[number % 2]) for number in range(200))
-    )
+    matches = await asyncio.gather(*(upload(client, servers[number % 2]) for number in range(200)))
     await inference.wait_for_jobs(200, timeout=60)
     await wait_until(lambda: queue_is_empty(database), timeout=30)
     inference.assert_each_once([match["id"] for match in matches])
