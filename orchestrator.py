@@ -32,7 +32,7 @@ from services.config import Config, ConfigError, load_config
 from services.dispatch import Dispatcher
 from services.live import LiveUpdates
 from services.matches import Matches
-from services.partial_uploads import UploadFolder, sweep
+from services.partial_uploads import UploadFolder
 from store import migrate
 from store.db import Database, DatabaseUnavailable
 from store.embedded import start_embedded_postgres
@@ -119,13 +119,12 @@ async def serve(config: Config) -> None:
         ) from None
     try:
         os.makedirs(config.upload_dir, exist_ok=True)
-        removed = await asyncio.get_running_loop().run_in_executor(None, sweep, config.upload_dir)
     except OSError as error:
         raise CannotStart(f"UPLOAD_DIR={config.upload_dir!r}: {error.strerror}") from None
-    if removed:
-        log.info("removed %d partial uploads left by a stopped process", removed)
     dsn = await asyncio.get_running_loop().run_in_executor(None, resolve_database_url, config)
     async with open_services(config, dsn) as services:
+        if removed := await services.uploads.sweep(services.matches.stored_names):
+            log.info("removed %d partial uploads left by a stopped process", removed)
         server = DrainingHTTPServer(make_app(config, services), xheaders=True)
         server.add_sockets(sockets)
         log.info("listening on %s:%d", config.host, config.port)

@@ -16,7 +16,7 @@ import tornado.web
 
 from handlers import views
 from handlers.base import APIHandler
-from services import intake
+from services import faults, intake
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class UploadHandler(APIHandler):
         self.receiving = False
         try:
             upload = await self.intake.finish()
+            faults.crash_point("after-upload-placed")
             match = await self.settings["matches"].create_from_upload(
                 upload.stored_name, upload.original_name, upload.title
             )
@@ -86,6 +87,7 @@ class UploadHandler(APIHandler):
             if isinstance(error, intake.Refused):
                 raise http_error(error) from None
             raise
+        await self.intake.keep()
         log.info("stored upload %s as match %s", upload.stored_name, match["id"])
         self.write_json(views.match(match), status=201)
 

@@ -2,8 +2,10 @@
 
 Only tests set the variable. Each point is named after the moment it stands for:
 
+- `after-upload-placed`: an uploaded video has its final name, its match is not committed.
 - `after-match-commit`: a new match and its dispatch job are committed, nothing is sent yet
-  (this process's dispatcher may or may not have claimed the job).
+  (this process's dispatcher may or may not have claimed the job); an upload's temp name is
+  still there.
 - `before-send`: the dispatcher claimed a job and is about to send it.
 """
 

@@ -1,17 +1,17 @@
 """A video upload read as it streams in: a multipart form whose `file` field goes to disk.
 
 `UploadIntake.open()`, then `feed()` each piece of the body as it arrives, then `finish()`
-to get the stored video; `discard()` removes whatever was written. Whatever the size, only
-the title, the first bytes of the file (to recognise its container) and the write batches
-are held in memory. Each refusal is raised as soon as it is known: a text file is refused
-after its first few KB, an oversize one as soon as it passes the limit.
+to get the stored video, and `keep()` once its match is committed; `discard()` removes
+whatever was written. Whatever the size, only the title, the first bytes of the file (to
+recognise its container) and the write batches are held in memory. Each refusal is raised
+as soon as it is known: a text file is refused after its first few KB, an oversize one as
+soon as it passes the limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import unicodedata
-import uuid
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -127,12 +127,15 @@ class UploadIntake:
             raise BadForm("file: missing; send the video in a multipart field named `file`")
         if self._container is None:
             raise BadForm("file: empty")
-        stored_name = f"{uuid.uuid4()}.{self._container.extension}"
-        await self._file.commit(stored_name)
-        return Upload(stored_name, self._original_name, self._title)
+        placed = await self._file.place(self._container.extension)
+        return Upload(placed.name, self._original_name, self._title)
+
+    async def keep(self) -> None:
+        """Once the match naming the stored video is committed."""
+        await self._file.keep()
 
     async def discard(self) -> None:
-        """Removes the file, whether still a temp file or already renamed into place."""
+        """Removes the file, whether still a temp file or already placed (unless kept)."""
         self._pending = []
         await self._file.discard()
 

@@ -40,6 +40,11 @@ class Matches:
             source_url=url, upload_url=url, start_time=start_time, end_time=end_time, title=title
         )
 
+    async def stored_names(self, names: list[str]) -> set[str]:
+        """Which of these file names in UPLOAD_DIR are videos of matches."""
+        async with self.db.connection() as conn:
+            return await store_matches.stored_names(conn, names)
+
     async def reanalyze(self, match_id: str) -> Row | None:
         """Drops the previous results and hands the same video over again as a new run."""
         async with self.db.transaction() as conn:

@@ -1,10 +1,16 @@
 """Files being received into UPLOAD_DIR, and the ones a killed process left behind.
 
-An upload is written under a temp name (`.partial-<hex>`) directly in UPLOAD_DIR, so the final
-rename stays on one filesystem, and it holds an exclusive `flock` on that file while it is
+An upload is written under a temp name (`.partial-<id>`) directly in UPLOAD_DIR, so that the
+final name stays on one filesystem, and it holds an exclusive `flock` on that file while it is
 open. The lock dies with its process, which is what lets `sweep` tell a file that a live
 process (this one or another sharing UPLOAD_DIR) is still writing from a file that a killed
 process abandoned, without guessing from ages.
+
+A whole upload gets its final name `<id>.<ext>` as a second link to the same file (`place`)
+before the match naming it is committed, and loses the temp name only after (`keep`). So a
+process killed at any point leaves either no final name, or the temp name beside it, which
+tells `sweep` to ask the database whether that match was committed: the file stays with its
+match, or goes with the temp name.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +64,17 @@ class PartialUpload:
     (a `data_received` coroutine) thereby stops reading the socket, which slows the client
     down instead of growing memory. Pieces are kept as they came and written with one
     writev(), without first being copied into one buffer.
+
+    Then `place(extension)` once the upload is whole, and `keep()` once its match is committed;
+    `discard()` at any point before `keep()` removes every name the file has.
     """
 
     def __init__(self, path: Path, fd: int, finished: Callable[[PartialUpload], None]) -> None:
         self.path = path
+        self.id = path.name.removeprefix(TEMP_PREFIX)
+        self.placed: Path | None = None
         self._finished = finished
+        self._kept = False
         self.size = 0
         self._fd: int | None = fd
         self._batch: list[bytes | memoryview] = []
@@ -79,25 +91,35 @@ class PartialUpload:
         if self._batch_bytes >= BATCH_BYTES:
             await self._hand_over()
 
-    async def commit(self, name: str) -> Path:
-        """Writes what is left, syncs, and renames the file to `name` in the same folder."""
+    async def place(self, extension: str) -> Path:
+        """Writes what is left, syncs, and gives the file its final name `<id as UUID>.<ext>`
+        in the same folder, keeping the temp name (and the lock) until `keep()`."""
         await self._hand_over()
         await self._wait_for_disk()
-        target = self.path.with_name(name)
-        fd, self._fd = self._fd, None
-        await _in_executor(_sync_and_rename, fd, self.path, target)
-        self.path = target
+        target = self.path.with_name(f"{uuid.UUID(hex=self.id)}.{extension}")
+        await _in_executor(_sync_and_link, self._fd, self.path, target)
+        self.placed = target
+        # From here the upload is its handler's to keep or discard, not shutdown's.
         self._finished(self)
-        await _in_executor(_sync_directory, target.parent)
         return target
 
+    async def keep(self) -> None:
+        """The match naming the placed file is committed: drops the temp name and the lock."""
+        fd, self._fd = self._fd, None
+        self._kept = True
+        await _in_executor(_remove, self.path, fd)
+
     async def discard(self) -> None:
-        """Removes the file, committed or not. Safe to call more than once."""
+        """Removes the file by every name it has, unless kept. Safe to call more than once."""
+        if self._kept:
+            return
         with contextlib.suppress(OSError):  # a failed write: the file goes all the same
             await self._wait_for_disk()
         fd, self._fd = self._fd, None
         self._batch = []
         self._finished(self)
+        if self.placed is not None:
+            await _in_executor(_remove, self.placed, None)
         await _in_executor(_remove, self.path, fd)
 
     async def _hand_over(self) -> None:
@@ -122,9 +144,13 @@ class PartialUpload:
                     self._writing = None
 
 
+Committed = Callable[[list[str]], Awaitable[set[str]]]
+
+
 class UploadFolder:
-    """UPLOAD_DIR as this process receives videos into it: creates the temp files, and keeps
-    track of those not yet committed nor discarded, for shutdown to remove."""
+    """UPLOAD_DIR as this process receives videos into it: creates the temp files, keeps
+    track of those not yet placed nor discarded, for shutdown to remove, and sweeps what
+    killed processes left."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -147,23 +173,52 @@ class UploadFolder:
         await asyncio.gather(*(upload.discard() for upload in unfinished))
         return len(unfinished)
 
+    async def sweep(self, committed: Committed) -> int:
+        """Removes the temp files that no live process holds locked; returns how many.
 
-def sweep(upload_dir: str) -> int:
-    """Removes the temp files that no live process holds locked; returns how many.
+        A final name beside an abandoned temp file goes too, unless `committed(names)` says
+        a match names it (its process died between the commit and `keep()`).
+        """
+        abandoned = await _in_executor(_abandoned, Path(self.path))
+        placed = [path.name for _, names in abandoned for path in names]
+        kept = await committed(placed) if placed else set()
+        removed = [path for temp, names in abandoned for path in (temp, *names)]
+        await _in_executor(_remove_all, [path for path in removed if path.name not in kept])
+        return len(abandoned)
 
-    Only regular files named with TEMP_PREFIX directly in `upload_dir` are candidates: a
-    symlink is never followed (O_NOFOLLOW) and unlinking a name never touches anything
-    outside the folder.
+
+def _abandoned(directory: Path) -> list[tuple[Path, list[Path]]]:
+    """The temp files directly in `directory` that no live process holds, each with the final
+    names it was placed under.
+
+    Only regular files are candidates: a symlink is never followed (O_NOFOLLOW), and nothing
+    outside the folder is ever named.
     """
-    removed = 0
-    with os.scandir(upload_dir) as entries:
-        for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) and _remove_if_abandoned(entry.path):
-                removed += 1
-    return removed
+    with os.scandir(directory) as scan:
+        entries = list(scan)
+    found = []
+    for entry in entries:
+        if entry.name.startswith(TEMP_PREFIX) and _is_abandoned(entry.path):
+            prefix = _placed_prefix(entry.name.removeprefix(TEMP_PREFIX))
+            placed = [
+                Path(other.path)
+                for other in entries
+                if prefix and other.name.startswith(prefix) and other.is_file(follow_symlinks=False)
+            ]
+            found.append((Path(entry.path), placed))
+    return found
 
 
-def _remove_if_abandoned(path: str) -> bool:
+def _placed_prefix(upload_id: str) -> str | None:
+    """How the final name of upload `upload_id` starts (`<uuid>.`); None for another name."""
+    try:
+        return f"{uuid.UUID(hex=upload_id)}."
+    except ValueError:
+        return None
+
+
+def _is_abandoned(path: str) -> bool:
+    """A regular file (not a symlink) that no process holds locked."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -172,7 +227,6 @@ def _remove_if_abandoned(path: str) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(path)
         return True
     except OSError:  # BlockingIOError: a live process is writing it
         return False
@@ -222,18 +276,16 @@ def _start_writeback(fd: int, offset: int, size: int) -> None:
         _sync_file_range(fd, offset, size, SYNC_FILE_RANGE_WRITE)
 
 
-def _sync_and_rename(fd: int, path: Path, target: Path) -> None:
-    """Makes the data durable before the match that points at it is committed. The lock is
-    held until the rename, so a sweep never sees the temp file unlocked."""
-    try:
-        os.fsync(fd)
-        os.rename(path, target)
-    finally:
-        os.close(fd)
+def _sync_and_link(fd: int, path: Path, target: Path) -> None:
+    """Makes the data, then its final name, durable before the match naming it is committed.
+    The temp name keeps its lock, so a sweep never sees it unlocked while this process lives."""
+    os.fsync(fd)
+    os.link(path, target)
+    _sync_directory(target.parent)
 
 
 def _sync_directory(path: Path) -> None:
-    """Makes a rename in `path` durable."""
+    """Makes a new name in `path` durable."""
     directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -248,6 +300,11 @@ def _remove(path: Path, fd: int | None) -> None:
         log.warning("could not remove %s: %s", path, error)
     if fd is not None:
         os.close(fd)
+
+
+def _remove_all(paths: list[Path]) -> None:
+    for path in paths:
+        _remove(path, None)
 
 
 def _in_executor(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

@@ -51,6 +51,14 @@ async def get_run_state(conn: Connection, match_id: str, *, lock: bool = False) 
     return await conn.fetch_one(query, {"match_id": match_id})
 
 
+async def stored_names(conn: Connection, names: list[str]) -> set[str]:
+    """Which of `names` are the stored videos of matches."""
+    rows = await conn.fetch_all(
+        select(matches.c.stored_name).where(matches.c.stored_name.in_(names))
+    )
+    return {row["stored_name"] for row in rows}
+
+
 async def list_matches(
     conn: Connection, *, limit: int | None = None, before: str | None = None
 ) -> list[Row]:

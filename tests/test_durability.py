@@ -8,8 +8,10 @@ import json
 import signal
 
 import pytest
+from sqlalchemy import func, select
 from tornado.httpclient import HTTPClientError
 
+from store.tables import matches
 from tests.conftest import wait_until
 from tests.queries import match_row, queue_is_empty, queued_jobs
 from tests.test_uploads import MULTIPART, video_form
@@ -67,6 +69,44 @@ async def test_job_claimed_by_a_killed_process_is_sent_after_its_lease(
     assert job["claimed_until"] is not None
     assert inference.attempts == 0
     await assert_sent_once_after_restart(start_server, inference, database, job)
+
+
+@SHORT_LEASE
+@pytest.mark.gen_test(timeout=60)
+async def test_upload_killed_before_its_match_commits_leaves_nothing(
+    start_server, client, inference, database, upload_dir
+):
+    """Guards against a video without a match: placed under its final name, then SIGKILL."""
+    doomed = await start_server(MATCHA_CRASH_AT="after-upload-placed")
+    with contextlib.suppress(HTTPClientError, OSError):
+        await upload(client, doomed)
+    assert await doomed.exited() == -signal.SIGKILL
+    assert len(list(upload_dir.iterdir())) == 2  # the temp name and the final one
+
+    await start_server()
+    assert list(upload_dir.iterdir()) == []
+    assert await database.fetch_value(select(func.count()).select_from(matches)) == 0
+    assert inference.attempts == 0
+
+
+@SHORT_LEASE
+@pytest.mark.gen_test(timeout=60)
+async def test_upload_killed_after_its_match_commits_keeps_its_video(
+    start_server, client, inference, database, upload_dir
+):
+    """Guards against a match without its video: committed, then SIGKILL before the temp
+    name went; the restart keeps the video and hands it over."""
+    doomed = await start_server(MATCHA_CRASH_AT="after-match-commit")
+    with contextlib.suppress(HTTPClientError, OSError):
+        await upload(client, doomed)
+    assert await doomed.exited() == -signal.SIGKILL
+    [job] = await queued_jobs(database)
+
+    await start_server()
+    [sent] = await inference.wait_for_jobs(1)
+    [stored] = list(upload_dir.iterdir())
+    assert sent["video_url"] == str(stored.resolve())
+    assert (await match_row(database, job["match_id"]))["stored_name"] == stored.name
 
 
 async def upload(client, server) -> dict:

@@ -7,12 +7,13 @@ import fcntl
 import os
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 from services import partial_uploads
-from services.partial_uploads import UploadFolder, sweep
+from services.partial_uploads import UploadFolder
 
 ROOT = Path(__file__).parent.parent
 
@@ -33,27 +34,29 @@ async def test_batches_reach_the_disk_in_order(upload_dir, monkeypatch):
 
     for piece in pieces:
         await upload.write(memoryview(piece))
-    stored = await upload.commit("final.mp4")
+    stored = await upload.place("mp4")
 
-    assert stored == upload_dir / "final.mp4"
+    assert stored == upload_dir / f"{uuid.UUID(hex=upload.id)}.mp4"
     assert stored.read_bytes() == b"".join(pieces)
-    assert names(upload_dir) == ["final.mp4"]
+    assert names(upload_dir) == sorted([upload.path.name, stored.name])
+    await upload.keep()
+    assert names(upload_dir) == [stored.name]
 
 
 @pytest.mark.gen_test
-async def test_discard_removes_the_file_before_or_after_commit(upload_dir):
+async def test_discard_removes_every_name_until_the_upload_is_kept(upload_dir):
     folder = UploadFolder(str(upload_dir))
-    pending = await folder.receive()
-    committed = await folder.receive()
-    await pending.write(b"half")
-    await committed.write(b"whole")
-    await committed.commit("done.mp4")
+    pending, placed, kept = [await folder.receive() for _ in range(3)]
+    for upload in (pending, placed, kept):
+        await upload.write(b"video")
+    await placed.place("mp4")
+    stored = await kept.place("mp4")
+    await kept.keep()
 
-    await pending.discard()
-    await committed.discard()
-    await committed.discard()
+    for upload in (pending, placed, placed, kept):
+        await upload.discard()
 
-    assert names(upload_dir) == []
+    assert names(upload_dir) == [stored.name]
 
 
 @pytest.mark.gen_test
@@ -97,11 +100,12 @@ async def test_shutdown_discards_only_the_unfinished_uploads(upload_dir):
     await cut.write(b"half")
     stored = await folder.receive()
     await stored.write(b"whole")
-    await stored.commit("kept.mp4")
+    placed = await stored.place("mp4")
+    await stored.keep()
 
     assert await folder.discard_unfinished() == 1
     assert await folder.discard_unfinished() == 0
-    assert names(upload_dir) == ["kept.mp4"]
+    assert names(upload_dir) == [placed.name]
 
 
 @pytest.mark.gen_test
@@ -118,7 +122,7 @@ async def test_sweep_removes_only_temp_files_no_live_process_holds(upload_dir, t
     outside.write_bytes(b"outside")
     (upload_dir / ".partial-link").symlink_to(outside)
 
-    removed = sweep(str(upload_dir))
+    removed = await UploadFolder(str(upload_dir)).sweep(nothing_committed)
 
     assert removed == 1
     assert names(upload_dir) == sorted(
@@ -127,6 +131,31 @@ async def test_sweep_removes_only_temp_files_no_live_process_holds(upload_dir, t
     assert (upload_dir / "reels" / ".partial-nested").exists()
     assert outside.read_bytes() == b"outside"
     await live.discard()
+
+
+async def nothing_committed(names: list[str]) -> set[str]:
+    return set()
+
+
+@pytest.mark.gen_test
+async def test_sweep_keeps_a_placed_video_only_if_its_match_was_committed(upload_dir):
+    """Guards a kill between placing a video and forgetting its temp name: the video stays
+    with its committed match, or goes when no match names it; the temp names go."""
+    committed_id, orphan_id = uuid.uuid4(), uuid.uuid4()
+    for upload_id in (committed_id, orphan_id):
+        (upload_dir / f".partial-{upload_id.hex}").write_bytes(b"video")
+        os.link(upload_dir / f".partial-{upload_id.hex}", upload_dir / f"{upload_id}.mp4")
+    asked = []
+
+    async def committed(names: list[str]) -> set[str]:
+        asked.extend(names)
+        return {f"{committed_id}.mp4"}
+
+    removed = await UploadFolder(str(upload_dir)).sweep(committed)
+
+    assert removed == 2
+    assert sorted(asked) == sorted([f"{committed_id}.mp4", f"{orphan_id}.mp4"])
+    assert names(upload_dir) == [f"{committed_id}.mp4"]
 
 
 @pytest.mark.gen_test
