@@ -113,6 +113,22 @@ async def test_signature_replayed_on_another_match_is_refused(api, create_match,
     assert second_row["summary"] is None
 
 
+@pytest.mark.gen_test
+async def test_signed_body_naming_its_run_cannot_be_replayed_on_another_match(
+    api, create_match, db
+):
+    """Guards the README's advice: with `analysis_id` in the signed body, the very same
+    request replayed on another match's URL names a run that is not that match's."""
+    first, second = await create_match(), await create_match()
+    body = json.dumps({"progress": -1, "analysis_id": first["analysis_id"]}).encode()
+    headers = signing.sign(SECRET, body)
+    response = await api.post(f"/matches/{first['id']}/progress", body=body, headers=headers)
+    assert response.code == 201
+    response = await api.post(f"/matches/{second['id']}/progress", body=body, headers=headers)
+    assert_error(response, 409, "analysis_id")
+    assert (await match_row(db, second["id"]))["status"] != "FAILED"
+
+
 def test_command_line_signs_with_the_standard_library_only(tmp_path):
     """The engine runs the helper without this service's packages: `-I -S` hides them."""
     body_file = tmp_path / "body.json"
