@@ -98,6 +98,10 @@ class _Room:
     listeners: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     joining: int = 0
+    # The match's state and logged updates as of `seq`, read by a join: later joins reuse
+    # them until the room hands out another update (a wave of reconnecting clients reads the
+    # database once, and shares the frames).
+    catch_up: tuple[Snapshot, list[Update]] | None = None
 
 
 def match_key(text: object) -> str | None:
@@ -166,20 +170,15 @@ class LiveUpdates:
         room.joining += 1
         try:
             async with room.lock:
-                async with self._db.connection() as conn:
-                    state = await log_store.state(conn, match_id)
-                    if state is None:
+                if room.catch_up is None or room.catch_up[0].seq != room.seq:
+                    read = await self._read_run(match_id)
+                    if read is None:
                         return False
-                    after = 0 if since is None else since
-                    if room.listeners:
-                        after = min(after, room.seq)
-                    rows = await log_store.since(conn, match_id, after, upto=state["live_seq"])
-                logged = [Update.from_row(match_id, row) for row in rows]
-                await self._hand_out(room, logged)
-                room.seq = max(room.seq, state["live_seq"])
-                snapshot = Snapshot(
-                    match_id, state["live_seq"], state["status"], state["progress"], state["stage"]
-                )
+                    # Listeners already in the room get what the read found ahead of them.
+                    await self._hand_out(room, read[1])
+                    room.seq = max(room.seq, read[0].seq)
+                    room.catch_up = read
+                snapshot, logged = room.catch_up
                 missed = [update for update in logged if since is None or update.seq > since]
                 await catch_up(snapshot, missed)
                 room.listeners[listener] += 1
@@ -187,6 +186,18 @@ class LiveUpdates:
         finally:
             room.joining -= 1
             self._forget_if_empty(match_id, room)
+
+    async def _read_run(self, match_id: str) -> tuple[Snapshot, list[Update]] | None:
+        """The match's state and every logged update of its current run; None if no match."""
+        async with self._db.connection() as conn:
+            state = await log_store.state(conn, match_id)
+            if state is None:
+                return None
+            rows = await log_store.since(conn, match_id, 0, upto=state["live_seq"])
+        snapshot = Snapshot(
+            match_id, state["live_seq"], state["status"], state["progress"], state["stage"]
+        )
+        return snapshot, [Update.from_row(match_id, row) for row in rows]
 
     def leave(self, match_id: str, listener: Listener) -> None:
         """Take one membership of `listener` out of the match's room (no-op if it has none)."""
@@ -233,6 +244,7 @@ class LiveUpdates:
             if update.seq <= room.seq:
                 continue
             room.seq = update.seq
+            room.catch_up = None
             for listener in list(room.listeners):
                 if listener in room.listeners:
                     await listener.deliver(update)

@@ -1,10 +1,13 @@
 """The live-update service itself: numbering, the capped catch-up log, the bus contract."""
 
+import asyncio
+
 import orjson
 import pytest
 
 from services.bus import LocalBus
 from services.live import LiveUpdates
+from store import live_updates
 from tests.conftest import wait_until
 
 
@@ -78,4 +81,41 @@ async def test_publish_for_an_unknown_match_is_dropped(db):
     await live.publish("not-a-uuid", "progress", {"progress": 1})
     recorder = Recorder()
     assert not await live.join("00000000-0000-4000-8000-000000000000", recorder, recorder.catch_up)
+    await live.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_wave_of_joins_reads_the_log_once_until_the_next_update(
+    db, create_match, monkeypatch
+):
+    """Guards reconnect storms: clients joining together share one read of the log (and so
+    do not hold the room, and its live updates, behind one database read each), and each
+    still gets the whole catch-up; the next update makes the next join read again."""
+    live = LiveUpdates(db, LocalBus())
+    await live.start()
+    match_id = (await create_match())["id"]
+    for progress in (10, 20, 30):
+        await live.publish(match_id, "progress", {"matchId": match_id, "progress": progress})
+    reads = []
+    since = live_updates.since
+
+    async def counted(conn, match_id, after, upto=None):
+        reads.append(match_id)
+        return await since(conn, match_id, after, upto)
+
+    monkeypatch.setattr(live_updates, "since", counted)
+    recorders = [Recorder() for _ in range(20)]
+    joined = await asyncio.gather(*(live.join(match_id, r, r.catch_up) for r in recorders))
+
+    assert all(joined) and len(reads) == 1
+    for recorder in recorders:
+        snapshot, *updates = recorder.caught_up
+        assert [u.data["progress"] for u in updates] == [10, 20, 30]
+        assert snapshot.seq == updates[-1].seq
+    await live.publish(match_id, "progress", {"matchId": match_id, "progress": 40})
+    await wait_until(lambda: all(r.delivered for r in recorders))
+    late = Recorder()
+    assert await live.join(match_id, late, late.catch_up, since=updates[-1].seq)
+    assert len(reads) == 2
+    assert [u.data["progress"] for u in late.caught_up[1:]] == [40]
     await live.close()
