@@ -9,10 +9,17 @@ long-polling with upgrade); browsers' origins are checked against CORS_ORIGIN.
 
 from __future__ import annotations
 
+import logging
+
 import socketio
+import tornado.iostream
+import tornado.websocket
 
 from handlers.base import origin_allowed
+from handlers.live import OUTBOX_BYTES, SLOW_CONSUMER_CLOSE
 from services.live import LiveUpdates, Snapshot, Update, match_key
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
 
@@ -41,7 +48,24 @@ class SocketIOEndpoint:
                 # A WebSocket transport: shutdown closes it with 1001, so the client reconnects
                 # (an engine.io "disconnect" would tell socket.io-client not to).
                 self.settings["websockets"].add(self)
+                # engine.io queues without bound; a client that does not read is closed once
+                # this much waits for it, as on the native endpoint.
+                self.ws_connection.stream.max_write_buffer_size = self.settings.get(
+                    "ws_outbox_bytes", OUTBOX_BYTES
+                )
                 await super().open(*args, **kwargs)
+
+            def write_message(self, message, binary=False):
+                try:
+                    return super().write_message(message, binary)
+                except tornado.iostream.StreamBufferFullError:
+                    log.warning(
+                        "Closing a Socket.IO client that does not read: %s", self.request.remote_ip
+                    )
+                    # Room for the close frame, which the full buffer would refuse too.
+                    self.ws_connection.stream.max_write_buffer_size = None
+                    self.close(SLOW_CONSUMER_CLOSE, "slow consumer")
+                    raise tornado.websocket.WebSocketClosedError() from None
 
             def on_close(self) -> None:
                 self.settings["websockets"].discard(self)

@@ -1,5 +1,7 @@
 """Socket.IO live updates as the existing frontend uses them, over both transports."""
 
+import json
+
 import pytest
 import tornado.httpclient
 import tornado.websocket
@@ -142,6 +144,33 @@ async def test_foreign_origin_is_refused_on_the_websocket_transport(http_server,
     allowed = tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://localhost:3000"})
     connection = await tornado.websocket.websocket_connect(allowed)
     connection.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_websocket_client_that_does_not_read_is_dropped(
+    app, http_server, base_url, create_match
+):
+    """Guards the server's memory against a Socket.IO client that stops reading: engine.io
+    would queue without bound; the socket is closed once ws_outbox_bytes wait for it."""
+    app.settings["ws_outbox_bytes"] = 1_000_000
+    match_id = (await create_match())["id"]
+    url = base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    connection = await tornado.websocket.websocket_connect(url)
+    assert (await connection.read_message()).startswith("0")  # engine.io open
+    await connection.write_message("40")  # Socket.IO connect
+    assert (await connection.read_message()).startswith("40")
+    await connection.write_message("42" + json.dumps(["joinMatch", match_id]))
+
+    frames = [{"t": 0.0, "b": [], "p": [], "pad": "x" * 250_000}]
+    live = app.settings["live"]
+    for _ in range(80):
+        await live.publish(match_id, "trackingUpdate", {"matchId": match_id, "frames": frames})
+
+    received = 0
+    while await connection.read_message() is not None:
+        received += 1
+    assert received < 80
+    assert connection.close_code == 1008
 
 
 @pytest.mark.gen_test(timeout=30)
