@@ -1,5 +1,6 @@
 """Native WebSocket live updates (`/ws`): join, leave, snapshot, resume, bad input, backpressure."""
 
+import asyncio
 import json
 
 import psycopg2
@@ -167,6 +168,36 @@ async def test_join_while_the_database_is_down_gets_an_error(
     }
     await client.send("{")
     assert (await client.read())["type"] == "error"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_pings_drop_a_dead_peer_and_keep_a_live_one(
+    app, ws_connect, base_url, http_port, create_match
+):
+    """Guards the keep-alive: a peer that never answers pings is dropped; one that answers
+    (every WebSocket client library does) stays and keeps receiving."""
+    app.settings.update(websocket_ping_interval=0.1, websocket_ping_timeout=0.2)
+    match_id = (await create_match())["id"]
+    alive = await ws_connect()
+    await alive.join(match_id)
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+
+    opcodes = []
+    while not opcodes or opcodes[-1] != 0x8:  # pings, never answered, then the close frame
+        head = await reader.readexactly(2)
+        await reader.readexactly(head[1] & 0x7F)  # control frames are short and unmasked
+        opcodes.append(head[0] & 0x0F)
+    writer.close()
+    assert 0x9 in opcodes
+
+    await callback(base_url, match_id, "progress", {"progress": 33})
+    assert (await alive.read())["progress"] == 33
 
 
 @pytest.mark.gen_test(timeout=30)
