@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import sys
 from typing import Any
 
 import orjson
@@ -115,6 +116,37 @@ class APIHandler(CorsMixin, tornado.web.RequestHandler):
 
     def not_found(self, what: str = "Match") -> tornado.web.HTTPError:
         return tornado.web.HTTPError(404, "%s not found", what)
+
+
+class StreamedBodyHandler(APIHandler):
+    """Base of `@stream_request_body` routes that cap their own body size, so that a body
+    over the cap is answered 413 with the contract's JSON error. (Tornado's own cap answers a
+    plain-text 400, and for a Content-Length over it, after `prepare()` has already answered.)
+
+    Call `receive(limit, refusal)` from `prepare()`: a Content-Length over `limit` is refused
+    before the body is read (a client sending `Expect: 100-continue` never sends it); after
+    that, `refuse_midway(error)` answers from `data_received`, where an exception would drop
+    the connection without an answer.
+    """
+
+    # True while the body is still arriving: an answer now leaves the rest of it unread.
+    receiving = False
+
+    def receive(self, limit: int, refusal: tornado.web.HTTPError) -> None:
+        self.request.connection.set_max_body_size(sys.maxsize)
+        self.receiving = True
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise refusal
+
+    def refuse_midway(self, error: tornado.web.HTTPError) -> None:
+        self.send_error(error.status_code, exc_info=(type(error), error, None))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self.receiving:
+            # Tornado closes the connection after this answer rather than read the rest.
+            self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)
 
 
 class NotFoundHandler(APIHandler):

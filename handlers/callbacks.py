@@ -12,7 +12,7 @@ import uuid
 
 import tornado.web
 
-from handlers.base import APIHandler
+from handlers.base import StreamedBodyHandler
 from handlers.matches import UUID
 from services import signing
 from services.analysis import MatchNotFound, StaleRun
@@ -22,11 +22,12 @@ SMALL_BODY_BYTES = 1024 * 1024
 
 
 @tornado.web.stream_request_body
-class CallbackHandler(APIHandler):
+class CallbackHandler(StreamedBodyHandler):
     """Checks the body's size, signature and run; maps the service's refusals to 404 and 409.
 
-    The body is streamed so that each route sets its own size cap, and an oversize body is
-    refused (413) from its Content-Length before it is read.
+    The body is streamed so that each route sets its own size cap: an oversize body is
+    refused (413) from its Content-Length before it is read, or, sent in chunks, as soon as
+    it passes the cap.
     """
 
     schema_name: str
@@ -37,21 +38,30 @@ class CallbackHandler(APIHandler):
     def prepare(self) -> None:
         if self.config.callback_secret:
             self._refuse_unless(signing.check_timestamp, self.request.headers)
-        limit = self.max_body_bytes()
-        length = self.request.headers.get("Content-Length", "0")
-        if length.isdigit() and int(length) > limit:
-            raise tornado.web.HTTPError(413, "body: larger than the %d bytes allowed", limit)
-        self.request.connection.set_max_body_size(limit)
+        self._limit = self.max_body_bytes()
+        self.receive(self._limit, self._too_large())
         self._chunks: list[bytes] = []
+        self._size = 0
 
     def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        if self._chunks is None:  # refused already
+            return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self._chunks = None
+            self.refuse_midway(self._too_large())
+        else:
+            self._chunks.append(chunk)
+
+    def _too_large(self) -> tornado.web.HTTPError:
+        return tornado.web.HTTPError(413, "body: larger than the %d bytes allowed", self._limit)
 
     @property
     def analysis(self):
         return self.settings["analysis"]
 
     async def post(self, match_id: str) -> None:
+        self.receiving = False
         self.request.body = b"".join(self._chunks)
         if self.config.callback_secret:
             self._refuse_unless(

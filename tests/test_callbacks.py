@@ -1,5 +1,8 @@
 """The inference engine's callbacks: what they store, what they refuse, what they announce."""
 
+import asyncio
+import json
+import re
 import uuid
 
 import pytest
@@ -301,6 +304,31 @@ async def test_complete_over_its_configured_limit_is_413(api, create_match):
     assert_error(response, 413, "larger than the 4000 bytes allowed")
     assert results_of(await api.get(f"/matches/{match['id']}")) == NO_RESULTS
     assert (await api.post(url, {"events": [], "summary": "x" * 3000})).code == 201
+
+
+@pytest.mark.gen_test
+async def test_oversize_chunked_callback_body_is_a_json_413(
+    api, create_match, http_server, http_port
+):
+    """Guards the cap without a Content-Length: the contract's JSON 413, not Tornado's 400."""
+    match = await create_match()
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    writer.write(
+        f"POST /matches/{match['id']}/progress HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    piece = b"x" * 65536
+    for _ in range(17):  # past 1 MiB
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+    error = json.loads(await reader.readexactly(length))
+    writer.close()
+
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert error["message"] == "body: larger than the 1048576 bytes allowed"
+    assert results_of(await api.get(f"/matches/{match['id']}")) == NO_RESULTS
 
 
 @pytest.mark.gen_test
