@@ -3,23 +3,34 @@
 SQLAlchemy only builds and compiles the statements (for the psycopg2 dialect); aiopg sends
 them with their parameters, and psycopg2 adapts the values. Nothing is ever formatted into
 the SQL text.
+
+Templates (module-level statements whose values are `bindparam()`s, run with `params`) are
+the hot paths: each is compiled once per process and prepared once per connection
+(`PREPARE`), so PostgreSQL parses and plans it once too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import itertools
+import re
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiopg
 import orjson
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 from psycopg2.extras import Json
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.engine import Compiled
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import NullType
 
 _DIALECT = pg_dialect.dialect()
 
@@ -41,9 +52,23 @@ def _compile(statement: ClauseElement) -> Compiled:
     return statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
 
 
+@dataclasses.dataclass(frozen=True)
+class _Template:
+    # The values the template binds itself.
+    literals: dict[str, Any]
+    name: str
+    # `PREPARE <name>(<types>) AS <sql with $n>`, and `EXECUTE <name>(%(a)s, ...)`.
+    prepare: str
+    execute: str
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_TEMPLATE_NUMBERS = itertools.count()
+
+
 @functools.cache
-def _template(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
-    """A template's SQL and the values it binds itself (its literals), compiled once.
+def _template(statement: ClauseElement) -> _Template:
+    """A template compiled once, and its statements to prepare and to run it by name.
 
     Templates are module-level constants, so this cache stays as small as the code using it.
     """
@@ -51,40 +76,67 @@ def _template(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
     literals = {
         name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
     }
-    return compiled.string, literals
+    names = list(dict.fromkeys(_PLACEHOLDER.findall(compiled.string)))
+    position = {name: index for index, name in enumerate(names, start=1)}
+    # PREPARE runs without parameters, so its `%` are not escaped.
+    body = _PLACEHOLDER.sub(lambda match: f"${position[match[1]]}", compiled.string)
+    body = body.replace("%%", "%")
+    types = ", ".join(_parameter_type(compiled.binds[name]) for name in names)
+    arguments = ", ".join(f"%({name})s" for name in names)
+    statement_name = f"matcha_{next(_TEMPLATE_NUMBERS)}"
+    return _Template(
+        literals=literals,
+        name=statement_name,
+        prepare=f"PREPARE {statement_name}{f'({types})' if names else ''} AS {body}",
+        execute=f"EXECUTE {statement_name}{f'({arguments})' if names else ''}",
+    )
 
 
-def compile_statement(statement: ClauseElement, params: Params = None) -> tuple[str, dict]:
-    """SQL text with `%(name)s` placeholders, and the values to bind to them.
+def _parameter_type(bind: BindParameter) -> str:
+    """The SQL type of a parameter; `unknown` (PostgreSQL infers it) where SQLAlchemy has none."""
+    return "unknown" if isinstance(bind.type, NullType) else bind.type.compile(dialect=_DIALECT)
 
-    Without `params`, the values are the ones bound into the statement, compiled anew. With
-    `params`, the statement is a template (a module-level constant whose values are
-    `bindparam()`s) compiled once, so hot paths skip SQLAlchemy's compiler; `params` fills it.
-    """
-    if params is None:
-        compiled = _compile(statement)
-        sql, values = compiled.string, compiled.params
-    else:
-        sql, literals = _template(statement)
-        values = {**literals, **params}
-    adapted = {
+
+def compile_statement(statement: ClauseElement) -> tuple[str, dict]:
+    """A one-off statement's SQL text with `%(name)s` placeholders, and the values it binds."""
+    compiled = _compile(statement)
+    return compiled.string, _adapted(compiled.params)
+
+
+def _adapted(values: dict[str, Any]) -> dict[str, Any]:
+    return {
         name: Json(value, dumps=_dumps) if isinstance(value, (dict, list)) else value
         for name, value in values.items()
     }
-    return sql, adapted
 
 
 class Connection:
-    """One pooled connection; statements run in autocommit unless inside `transaction()`."""
+    """One pooled connection; statements run in autocommit unless inside `transaction()`.
 
-    def __init__(self, cursor: aiopg.Cursor) -> None:
+    `prepared` holds the names of the templates prepared on this server session.
+    """
+
+    def __init__(self, cursor: aiopg.Cursor, prepared: set[str]) -> None:
         self._cursor = cursor
+        self._prepared = prepared
 
     async def execute(self, statement: ClauseElement, params: Params = None) -> int:
         """Run a statement; returns the number of rows it touched."""
-        sql, values = compile_statement(statement, params)
+        if params is None:
+            sql, values = compile_statement(statement)
+        else:  # a template
+            template = _template(statement)
+            if template.name not in self._prepared:
+                await self._prepare(template)
+            sql, values = template.execute, _adapted({**template.literals, **params})
         await self._cursor.execute(sql, values)
         return self._cursor.rowcount
+
+    async def _prepare(self, template: _Template) -> None:
+        # Already there when an earlier call was cancelled before it could note it.
+        with contextlib.suppress(psycopg2.errors.DuplicatePreparedStatement):
+            await self._cursor.execute(template.prepare)
+        self._prepared.add(template.name)
 
     async def fetch_all(self, statement: ClauseElement, params: Params = None) -> list[Row]:
         await self.execute(statement, params)
@@ -107,6 +159,10 @@ class Database:
     def __init__(self, pool: aiopg.Pool, dsn: str) -> None:
         self._pool = pool
         self.dsn = dsn
+        # Per server session (a pooled connection lives as long as its session).
+        self._prepared: weakref.WeakKeyDictionary[aiopg.Connection, set[str]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     async def connect(cls, dsn: str, size: int = 10, timeout: float = 10.0) -> Database:
@@ -131,7 +187,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         async with self._pool.acquire() as conn, conn.cursor() as cursor:
-            yield Connection(cursor)
+            yield self._wrap(conn, cursor)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -139,12 +195,15 @@ class Database:
         async with self._pool.acquire() as conn, conn.cursor() as cursor:
             await cursor.execute("BEGIN")
             try:
-                yield Connection(cursor)
+                yield self._wrap(conn, cursor)
             except BaseException:
                 if not conn.closed:
                     await cursor.execute("ROLLBACK")
                 raise
             await cursor.execute("COMMIT")
+
+    def _wrap(self, conn: aiopg.Connection, cursor: aiopg.Cursor) -> Connection:
+        return Connection(cursor, self._prepared.setdefault(conn, set()))
 
     async def fetch_all(self, statement: ClauseElement, params: Params = None) -> list[Row]:
         async with self.connection() as conn:
