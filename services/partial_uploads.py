@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import errno
 import fcntl
 import itertools
 import logging
@@ -276,11 +277,24 @@ def _start_writeback(fd: int, offset: int, size: int) -> None:
         _sync_file_range(fd, offset, size, SYNC_FILE_RANGE_WRITE)
 
 
+# What os.link raises on a filesystem without hard links (FAT, exFAT, some network mounts).
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
+
+
 def _sync_and_link(fd: int, path: Path, target: Path) -> None:
     """Makes the data, then its final name, durable before the match naming it is committed.
-    The temp name keeps its lock, so a sweep never sees it unlocked while this process lives."""
+    The temp name keeps its lock, so a sweep never sees it unlocked while this process lives.
+
+    Without hard links the file is renamed instead: uploads work, but a process killed
+    before the commit leaves a video that no sweep can tell from its match's.
+    """
     os.fsync(fd)
-    os.link(path, target)
+    try:
+        os.link(path, target)
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        os.rename(path, target)
     _sync_directory(target.parent)
 
 

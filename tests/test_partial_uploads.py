@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import sys
@@ -41,6 +42,22 @@ async def test_batches_reach_the_disk_in_order(upload_dir, monkeypatch):
     assert names(upload_dir) == sorted([upload.path.name, stored.name])
     await upload.keep()
     assert names(upload_dir) == [stored.name]
+
+
+@pytest.mark.gen_test
+async def test_a_folder_without_hard_links_still_takes_uploads(upload_dir, monkeypatch):
+    """Guards UPLOAD_DIR on FAT or a network mount that refuses links: renamed instead."""
+
+    def refuse(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    upload = await UploadFolder(str(upload_dir)).receive()
+    await upload.write(b"video")
+    stored = await upload.place("mp4")
+    await upload.keep()
+    assert names(upload_dir) == [stored.name]
+    assert stored.read_bytes() == b"video"
 
 
 @pytest.mark.gen_test
