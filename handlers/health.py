@@ -18,6 +18,8 @@ class RootHandler(APIHandler):
     def get(self) -> None:
         self.write_json({"name": NAME, "version": VERSION})
 
+    head = get
+
 
 class HealthHandler(APIHandler):
     async def get(self) -> None:
@@ -36,6 +38,9 @@ class HealthHandler(APIHandler):
             {"status": status, "database": database, **live},
             status=503 if status == "unavailable" else 200,
         )
+
+    # Load balancers and uptime checks often probe with HEAD.
+    head = get
 
 
 routes = [

@@ -35,7 +35,7 @@ class MatchListHandler(UploadHandler):
         text = self.get_query_argument("limit", None)
         if text is None:
             return None
-        if not text.isdigit() or not 1 <= int(text) <= LIST_LIMIT_MAX:
+        if not re.fullmatch("[0-9]{1,4}", text) or not 1 <= int(text) <= LIST_LIMIT_MAX:
             raise tornado.web.HTTPError(400, "limit: expected a whole number 1..%d", LIST_LIMIT_MAX)
         return int(text)
 
@@ -72,8 +72,11 @@ class ReanalyzeHandler(APIHandler):
 class UrlIntakeHandler(APIHandler):
     async def post(self) -> None:
         body = self.json_body("url_intake")
+        start, end = body.get("start_time"), body.get("end_time")
+        if start is not None and end is not None and end <= start:
+            raise tornado.web.HTTPError(400, "end_time: must be after start_time")
         match = await self.settings["matches"].create_from_url(
-            body["url"], body.get("start_time"), body.get("end_time"), body.get("title")
+            body["url"], start, end, body.get("title")
         )
         self.write_json(views.match(match), status=201)
 

@@ -17,6 +17,19 @@ from jsonschema.exceptions import ValidationError, best_match
 
 HERE = Path(__file__).parent
 
+# Messages for the keywords whose jsonschema wording repeats the whole value.
+BOUNDS = {
+    "maxLength": "expected at most {} characters",
+    "minLength": "expected at least {} characters",
+    "maxItems": "expected at most {} items",
+    "minItems": "expected at least {} items",
+    "minimum": "expected a number >= {}",
+    "maximum": "expected a number <= {}",
+    "exclusiveMinimum": "expected a number > {}",
+    "exclusiveMaximum": "expected a number < {}",
+}
+MESSAGE_MAX_CHARS = 200
+
 
 class InvalidBody(ValueError):
     """A body that does not match its schema; the message names the field path."""
@@ -68,7 +81,15 @@ def describe(error: ValidationError) -> str:
     if error.validator == "enum":
         choices = ", ".join(json.dumps(choice) for choice in error.validator_value)
         return f"{field_path(path)}: expected one of {choices}"
-    return f"{field_path(path)}: {error.message}"
+    if error.validator in BOUNDS:
+        return f"{field_path(path)}: {BOUNDS[error.validator].format(error.validator_value)}"
+    if error.validator == "pattern":
+        return f"{field_path(path)}: must match {error.validator_value}"
+    # jsonschema's own wording quotes the value, which may be megabytes long.
+    message = error.message
+    if len(message) > MESSAGE_MAX_CHARS:
+        message = message[:MESSAGE_MAX_CHARS] + "..."
+    return f"{field_path(path)}: {message}"
 
 
 def field_path(path: list[Any]) -> str:

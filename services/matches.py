@@ -13,7 +13,7 @@ from services import faults, media
 from services.live import LiveUpdates
 from store import jobs, live_updates
 from store import matches as store_matches
-from store.db import Database, Row
+from store.db import Connection, Database, Row
 
 
 class Matches:
@@ -46,10 +46,12 @@ class Matches:
             return await store_matches.stored_names(conn, names)
 
     async def reanalyze(self, match_id: str) -> Row | None:
-        """Drops the previous results and hands the same video over again as a new run."""
+        """Drops the previous results (and the files the engine wrote for them) and hands the
+        same video over again as a new run."""
         async with self.db.transaction() as conn:
             if await store_matches.get_run_state(conn, match_id, lock=True) is None:
                 return None
+            outputs = await store_matches.output_urls(conn, match_id)
             await store_matches.delete_results(conn, match_id)
             await live_updates.clear(conn, match_id)
             match = await store_matches.update_match(
@@ -60,32 +62,48 @@ class Matches:
                 **store_matches.CLEARED_RESULTS,
             )
             match["analysis_id"] = await jobs.start_run(conn, match_id, self._job(match))
+            unused = await self._unused_files(conn, outputs)
         await self.live.publish(match_id, "progress", {"matchId": match_id, "progress": 0})
+        await self._remove_files(unused)
         return match
 
     async def delete(self, match_id: str) -> bool:
         """Deletes the match, its results and its files in UPLOAD_DIR: the stored video (also
         when `complete` named another `videoUrl`) and what the engine wrote."""
         async with self.db.transaction() as conn:
-            highlight_urls = await store_matches.highlight_video_urls(conn, match_id)
+            outputs = await store_matches.output_urls(conn, match_id)
             match = await store_matches.delete_match(conn, match_id)
-        if match is None:
-            return False
-        # In the executor: unlinking a multi-GB video takes long enough to stall the loop.
-        await asyncio.get_running_loop().run_in_executor(
-            None,
-            media.remove_uploads,
-            self.upload_dir,
-            [
-                match["stored_name"] and media.upload_url(match["stored_name"]),
-                match["upload_url"],
-                match["highlight_reel_url"],
-                match["heatmap_url"],
-                match["thumbnail_url"],
-                *highlight_urls,
-            ],
-        )
+            if match is None:
+                return False
+            videos = [match["upload_url"]]
+            if match["stored_name"]:
+                videos.append(media.upload_url(match["stored_name"]))
+            unused = await self._unused_files(conn, [*videos, *outputs])
+        await self._remove_files(unused)
         return True
+
+    @staticmethod
+    async def _unused_files(conn: Connection, urls: list[str]) -> list[str]:
+        """The files behind these `/uploads/` URLs that no match refers to any more.
+
+        Callbacks name files freely, so a match may name another's video or outputs: those
+        stay as long as a match still refers to them.
+        """
+        names = {name for url in urls if (name := media.upload_name(url))}
+        if not names:
+            return []
+        canonical = [media.upload_url(name) for name in names]
+        in_use = await store_matches.files_in_use(conn, [*urls, *canonical], list(names))
+        return [
+            name for name in names if name not in in_use and media.upload_url(name) not in in_use
+        ]
+
+    async def _remove_files(self, names: list[str]) -> None:
+        # In the executor: unlinking a multi-GB video takes long enough to stall the loop.
+        if names:
+            await asyncio.get_running_loop().run_in_executor(
+                None, media.remove_files, self.upload_dir, names
+            )
 
     async def _create(self, **values: Any) -> Row:
         """Inserts a match and its dispatch job in one transaction."""

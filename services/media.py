@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,33 @@ def servable_file(upload_dir: str, name: str) -> Path | None:
     return path
 
 
-def remove_uploads(upload_dir: str, urls: Iterable[str | None]) -> None:
-    """Deletes the files behind `/uploads/<name>` URLs; any other URL is left alone."""
-    for url in urls:
-        if not url or not url.startswith(URL_PREFIX):
-            continue
-        path = path_in_uploads(upload_dir, url.removeprefix(URL_PREFIX))
-        if path is not None:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as error:
-                log.warning("could not remove %s: %s", path, error)
+def upload_name(url: str | None) -> str | None:
+    """The name in UPLOAD_DIR that a `/uploads/<name>` URL serves, normalised (`a/./b` is
+    `a/b`, `%20` a space); None for any other URL, and for names that leave the folder or are
+    hidden (temp files of uploads in progress), which are never served either."""
+    if not url:
+        return None
+    path = unquote(urlsplit(url).path)
+    if not path.startswith(URL_PREFIX):
+        return None
+    name = posixpath.normpath(path.removeprefix(URL_PREFIX))
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or "\0" in name:
+        return None
+    return None if any(part.startswith(".") for part in parts) else name
+
+
+def remove_files(upload_dir: str, names: Iterable[str]) -> None:
+    """Deletes these files (names from `upload_name`) from UPLOAD_DIR.
+
+    A symlink is removed itself, never the file it points to, and nothing is removed through
+    a folder that leads out of UPLOAD_DIR.
+    """
+    root = Path(upload_dir).resolve()
+    for name in names:
+        path = root / name
+        try:
+            if path.parent.resolve().is_relative_to(root) and (path.is_symlink() or path.is_file()):
+                path.unlink()
+        except OSError as error:
+            log.warning("could not remove %s: %s", path, error)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 
 from store.db import Connection, Row
 from store.tables import emotion_scores, events, highlights, matches
@@ -100,11 +111,32 @@ async def get_results(conn: Connection, match_id: str) -> dict[str, list[Row]]:
     }
 
 
-async def highlight_video_urls(conn: Connection, match_id: str) -> list[str | None]:
-    rows = await conn.fetch_all(
+# A match's columns naming files the inference engine wrote for it.
+OUTPUT_URL_COLUMNS = (matches.c.highlight_reel_url, matches.c.heatmap_url, matches.c.thumbnail_url)
+
+
+async def output_urls(conn: Connection, match_id: str) -> list[str]:
+    """The URLs of what the engine produced for the match: reel, heatmap, thumbnail, clips."""
+    row = await conn.fetch_one(select(*OUTPUT_URL_COLUMNS).where(matches.c.id == match_id))
+    clips = await conn.fetch_all(
         select(highlights.c.video_url).where(highlights.c.match_id == match_id)
     )
-    return [row["video_url"] for row in rows]
+    urls = [*(row.values() if row else ()), *(clip["video_url"] for clip in clips)]
+    return [url for url in urls if url]
+
+
+async def files_in_use(conn: Connection, urls: list[str], names: list[str]) -> set[str]:
+    """Which of these URLs some match still refers to (as its video or as an output), and
+    which of these file names are the stored video of a match."""
+    if not urls and not names:
+        return set()
+    url_columns = (matches.c.upload_url, *OUTPUT_URL_COLUMNS)
+    query = union_all(
+        *(select(column.label("ref")).where(column.in_(urls)) for column in url_columns),
+        select(highlights.c.video_url.label("ref")).where(highlights.c.video_url.in_(urls)),
+        select(matches.c.stored_name.label("ref")).where(matches.c.stored_name.in_(names)),
+    )
+    return {row["ref"] for row in await conn.fetch_all(query)}
 
 
 async def delete_results(conn: Connection, match_id: str) -> None:

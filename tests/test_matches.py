@@ -58,6 +58,8 @@ async def test_list_pages_with_limit_and_before(api, create_match):
     [
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
+        ("limit=%C2%B2", "limit"),
+        ("limit=%D9%A3", "limit"),
         ("limit=5000", "limit"),
         (f"before={uuid.uuid4()}", "before: no match"),
         ("before=yesterday", "before: expected a match id"),
@@ -153,6 +155,55 @@ async def test_delete_removes_match_results_and_its_files(
 
 
 @pytest.mark.gen_test
+async def test_delete_keeps_files_another_match_still_refers_to(api, services, upload_dir):
+    """Guards against a callback naming another match's video as an output: deleting the
+    match that named it must not take the other match's video with it."""
+    (upload_dir / "a.mp4").write_bytes(b"match A's video")
+    (upload_dir / "b.mp4").write_bytes(b"match B's video")
+    (upload_dir / "shared.png").write_bytes(b"named by both")
+    (upload_dir / "link.png").symlink_to(upload_dir / "a.mp4")
+    a = await services.matches.create_from_upload("a.mp4", None, None)
+    b = await services.matches.create_from_upload("b.mp4", None, None)
+    await api.post(
+        f"/matches/{a['id']}/complete", {"events": [], "heatmapUrl": "/uploads/shared.png"}
+    )
+    await api.post(
+        f"/matches/{b['id']}/complete",
+        {
+            "events": [],
+            "thumbnailUrl": "/uploads/./a.mp4",
+            "heatmapUrl": "/uploads/shared.png",
+            "highlightReelUrl": "/uploads/link.png",
+            "highlights": [{"startTime": 1, "endTime": 2, "videoUrl": "/uploads/a%2Emp4"}],
+        },
+    )
+    assert (await api.request("DELETE", f"/matches/{b['id']}")).code == 200
+    assert sorted(path.name for path in upload_dir.iterdir()) == ["a.mp4", "shared.png"]
+    assert (upload_dir / "a.mp4").read_bytes() == b"match A's video"
+    assert (await api.request("DELETE", f"/matches/{a['id']}")).code == 200
+    assert list(upload_dir.iterdir()) == []
+
+
+@pytest.mark.gen_test
+async def test_reanalyze_removes_the_old_outputs_and_keeps_the_video(api, services, upload_dir):
+    (upload_dir / "video.mp4").write_bytes(b"video")
+    (upload_dir / "reel.mp4").write_bytes(b"old reel")
+    (upload_dir / "clip.mp4").write_bytes(b"old clip")
+    match = await services.matches.create_from_upload("video.mp4", None, None)
+    await api.post(
+        f"/matches/{match['id']}/complete",
+        {
+            "events": [],
+            "highlightReelUrl": "/uploads/reel.mp4",
+            "thumbnailUrl": "/uploads/video.mp4",
+            "highlights": [{"startTime": 1, "endTime": 2, "videoUrl": "/uploads/clip.mp4"}],
+        },
+    )
+    assert (await api.post(f"/matches/{match['id']}/reanalyze")).code == 200
+    assert sorted(path.name for path in upload_dir.iterdir()) == ["video.mp4"]
+
+
+@pytest.mark.gen_test
 async def test_url_intake_creates_match_and_dispatches_clip_window(api, inference):
     response = await api.post(
         "/matches/youtube",
@@ -183,11 +234,22 @@ async def test_url_intake_creates_match_and_dispatches_clip_window(api, inferenc
         ({"url": "file:///etc/passwd"}, "url"),
         ({"url": "https://x", "start_time": "a"}, "start_time"),
         ({"url": "https://x", "title": "a\0b"}, "title: must not contain NUL"),
+        ({"url": "https://x", "start_time": 10, "end_time": 5}, "end_time: must be after"),
+        ({"url": "https://x", "start_time": -1}, "start_time: expected a number >= 0"),
+        ({"url": "https://x", "title": "t" * 201}, "title: expected at most 200 characters"),
     ],
 )
 async def test_url_intake_refuses_bad_bodies(api, body, message):
     assert_error(await api.post("/matches/youtube", body), 400, message)
     assert (await api.get("/matches")).json == []
+
+
+@pytest.mark.gen_test
+async def test_a_refusal_does_not_repeat_a_huge_value(api):
+    """Guards against echoing a multi-MB field back (and into the log) in the message."""
+    response = await api.post("/matches/youtube", {"url": "https://x/" + "a" * 600_000})
+    assert_error(response, 400, "url: expected at most 2048 characters")
+    assert len(response.body) < 500
 
 
 @pytest.mark.gen_test
@@ -216,6 +278,8 @@ async def test_unknown_route_is_a_json_404(api):
 async def test_health_reports_database_up_then_down(api, pg_server, database_url):
     response = await api.get("/health")
     assert (response.code, response.json["database"]) == (200, "up")
+    head = await api.request("HEAD", "/health")
+    assert (head.code, head.body) == (200, b"")
     drop_database(pg_server, psycopg2.extensions.parse_dsn(database_url)["dbname"])
     response = await api.get("/health")
     assert (response.code, response.json["database"]) == (503, "down")
