@@ -99,8 +99,8 @@ class _Room:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     joining: int = 0
     # The match's state and logged updates as of `seq`, read by a join: later joins reuse
-    # them until the room hands out another update (a wave of reconnecting clients reads the
-    # database once, and shares the frames).
+    # the logged updates while the match is still at that number (a wave of reconnecting
+    # clients reads the log once, and shares the frames).
     catch_up: tuple[Snapshot, list[Update]] | None = None
 
 
@@ -169,23 +169,36 @@ class LiveUpdates:
         room = self._rooms.setdefault(match_id, _Room())
         room.joining += 1
         try:
+            # The state first, outside the lock (joins read it side by side): the room's
+            # cached catch-up is reused only while it is as new as the database. The room's
+            # own number is not enough to tell: it stands still while the bus is down.
+            state = await self._read_state(match_id)
+            if state is None:
+                return False
             async with room.lock:
-                if room.catch_up is None or room.catch_up[0].seq != room.seq:
+                cached = room.catch_up
+                if cached is None or not cached[0].seq == state.seq == room.seq:
                     read = await self._read_run(match_id)
                     if read is None:
                         return False
                     # Listeners already in the room get what the read found ahead of them.
                     await self._hand_out(room, read[1])
                     room.seq = max(room.seq, read[0].seq)
-                    room.catch_up = read
-                snapshot, logged = room.catch_up
+                    room.catch_up = cached = read
+                    state = read[0]
+                logged = cached[1]
                 missed = [update for update in logged if since is None or update.seq > since]
-                await catch_up(snapshot, missed)
+                await catch_up(state, missed)
                 room.listeners[listener] += 1
                 return True
         finally:
             room.joining -= 1
             self._forget_if_empty(match_id, room)
+
+    async def _read_state(self, match_id: str) -> Snapshot | None:
+        async with self._db.connection() as conn:
+            state = await log_store.state(conn, match_id)
+        return None if state is None else _snapshot(match_id, state)
 
     async def _read_run(self, match_id: str) -> tuple[Snapshot, list[Update]] | None:
         """The match's state and every logged update of its current run; None if no match."""
@@ -194,10 +207,7 @@ class LiveUpdates:
             if state is None:
                 return None
             rows = await log_store.since(conn, match_id, 0, upto=state["live_seq"])
-        snapshot = Snapshot(
-            match_id, state["live_seq"], state["status"], state["progress"], state["stage"]
-        )
-        return snapshot, [Update.from_row(match_id, row) for row in rows]
+        return _snapshot(match_id, state), [Update.from_row(match_id, row) for row in rows]
 
     def leave(self, match_id: str, listener: Listener) -> None:
         """Take one membership of `listener` out of the match's room (no-op if it has none)."""
@@ -262,6 +272,10 @@ class LiveUpdates:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("Live update delivery failed", exc_info=task.exception())
+
+
+def _snapshot(match_id: str, state: Row) -> Snapshot:
+    return Snapshot(match_id, state["live_seq"], state["status"], state["progress"], state["stage"])
 
 
 def _merge(logged: list[Update], pending: list[Update]) -> list[Update]:

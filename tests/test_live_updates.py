@@ -119,3 +119,27 @@ async def test_a_wave_of_joins_reads_the_log_once_until_the_next_update(
     assert len(reads) == 2
     assert [u.data["progress"] for u in late.caught_up[1:]] == [40]
     await live.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_join_while_the_bus_is_cut_off_reads_what_other_processes_stored(db, create_match):
+    """Guards the shared catch-up against a bus that stopped carrying updates (Redis down):
+    a join must not be served the room's cached, older state and log."""
+    here, elsewhere = LiveUpdates(db, LocalBus()), LiveUpdates(db, LocalBus())
+    await here.start()
+    await elsewhere.start()
+    match_id = (await create_match())["id"]
+    await here.publish(match_id, "progress", {"matchId": match_id, "progress": 10})
+    first = Recorder()
+    assert await here.join(match_id, first, first.catch_up)
+
+    await elsewhere.publish(match_id, "progress", {"matchId": match_id, "progress": 20})
+    late = Recorder()
+    assert await here.join(match_id, late, late.catch_up)
+    snapshot, *updates = late.caught_up
+    assert [u.data["progress"] for u in updates] == [10, 20]
+    assert snapshot.seq == updates[-1].seq
+    await wait_until(lambda: first.delivered)
+    assert [u.data["progress"] for u in first.delivered] == [20]
+    await here.close()
+    await elsewhere.close()
