@@ -63,7 +63,8 @@ def check_timestamp(
     stamp = headers.get(TIMESTAMP_HEADER)
     if not stamp or not headers.get(SIGNATURE_HEADER):
         raise InvalidSignature(f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers are required")
-    if not stamp.isdigit():
+    # ASCII digits only (`isdigit` alone takes "²"), and few enough to be a time at all.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise InvalidSignature(f"{TIMESTAMP_HEADER}: expected unix seconds")
     if now is None:
         now = time.time()

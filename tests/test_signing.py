@@ -43,6 +43,8 @@ def test_signature_is_hmac_of_timestamp_dot_body():
         ({}, "headers are required"),
         ({"X-Matcha-Timestamp": "1767225600"}, "headers are required"),
         ({"X-Matcha-Timestamp": "soon", "X-Matcha-Signature": "sha256=00"}, "unix seconds"),
+        ({"X-Matcha-Timestamp": "\u00b2", "X-Matcha-Signature": "sha256=00"}, "unix seconds"),
+        ({"X-Matcha-Timestamp": "9" * 5000, "X-Matcha-Signature": "sha256=00"}, "unix seconds"),
         ({"X-Matcha-Timestamp": "1767225000", "X-Matcha-Signature": "sha256=00"}, "from server"),
         ({"X-Matcha-Timestamp": "1767225600", "X-Matcha-Signature": "sha256=00"}, "not match"),
     ],
