@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 
 import tornado.netutil
@@ -110,6 +111,9 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
 
 
 async def serve(config: Config) -> None:
+    # Before anything slow: a stop signal while the embedded PostgreSQL starts or migrations
+    # run would otherwise kill the process outright, leaving that PostgreSQL running.
+    stop = _stop_signals()
     # The port first: a clash is told before the database is started for nothing.
     try:
         sockets = tornado.netutil.bind_sockets(config.port, config.host)
@@ -117,10 +121,7 @@ async def serve(config: Config) -> None:
         raise CannotStart(
             f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
         ) from None
-    try:
-        os.makedirs(config.upload_dir, exist_ok=True)
-    except OSError as error:
-        raise CannotStart(f"UPLOAD_DIR={config.upload_dir!r}: {error.strerror}") from None
+    check_upload_dir(config.upload_dir)
     dsn = await asyncio.get_running_loop().run_in_executor(None, resolve_database_url, config)
     async with open_services(config, dsn) as services:
         if removed := await services.uploads.sweep(services.matches.stored_names):
@@ -130,14 +131,32 @@ async def serve(config: Config) -> None:
         log.info("listening on %s:%d", config.host, config.port)
         if not config.callback_secret:
             log.warning("CALLBACK_SECRET is not set: inference callbacks are accepted unsigned")
-        signum = await _stop_signal()
+        if stop.done():
+            log.info("stop signal came during start-up")
+        signum = await stop
         log.info("%s received: shutting down", signal.Signals(signum).name)
         await shut_down(server, services, config.shutdown_grace_seconds)
     log.info("stopped")
 
 
-async def _stop_signal() -> int:
-    """Waits for SIGTERM or SIGINT; returns which came."""
+def check_upload_dir(path: str) -> None:
+    """Creates UPLOAD_DIR if needed; refuses one that uploads could not be written to, or that
+    the start-up sweep could not list (either would fail later: every upload, or the sweep)."""
+    doing = "cannot create it"
+    try:
+        os.makedirs(path, exist_ok=True)
+        doing = "cannot write a file in it"
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+        doing = "cannot list it"
+        with os.scandir(path) as entries:
+            next(entries, None)
+    except OSError as error:
+        raise CannotStart(f"UPLOAD_DIR={path!r}: {doing}: {error.strerror or error}") from None
+
+
+def _stop_signals() -> asyncio.Future[int]:
+    """Handles SIGTERM and SIGINT from now on; the future is the first that came."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[int] = loop.create_future()
 
@@ -147,12 +166,14 @@ async def _stop_signal() -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    return await received
+    return received
 
 
 async def shut_down(server: DrainingHTTPServer, services: Services, grace: float) -> None:
-    """Stops accepting, closes WebSockets with 1001, and lets requests and hand-offs in flight
-    finish within `grace` seconds."""
+    """Ends Socket.IO long-polling sessions, stops accepting, closes WebSockets with 1001, and
+    lets requests and hand-offs in flight finish within `grace` seconds."""
+    # First, or their pending polls would count as requests in flight for the whole grace.
+    await services.socket_io.end_polling_sessions()
     unfinished, _, _ = await asyncio.gather(
         server.drain(grace),
         services.websockets.close_all(grace),

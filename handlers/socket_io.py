@@ -9,6 +9,7 @@ long-polling with upgrade); browsers' origins are checked against CORS_ORIGIN.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import socketio
@@ -22,6 +23,7 @@ from services.live import LiveUpdates, Snapshot, Update, match_key
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
+SHUTTING_DOWN = "shutting down: connect again"
 
 
 class SocketIOEndpoint:
@@ -38,8 +40,24 @@ class SocketIOEndpoint:
         self.server.on("joinMatch", self.join_match)
         self.server.on("leaveMatch", self.leave_match)
         self.server.on("disconnect", self.disconnected)
+        # Set once shutdown has begun: new Engine.IO requests are refused from then on.
+        self.closing = False
+        endpoint = self
 
         class Handler(socketio.get_tornado_handler(self.server)):
+            def prepare(self) -> None:
+                # A client reconnecting over a kept-alive connection would otherwise open a
+                # session whose polls hold the shutdown's drain up; it retries elsewhere.
+                if endpoint.closing:
+                    self.set_status(503)
+                    self.finish(
+                        {
+                            "statusCode": 503,
+                            "error": "Service Unavailable",
+                            "message": SHUTTING_DOWN,
+                        }
+                    )
+
             def check_origin(self, origin: str) -> bool:
                 # The engine.io handler cannot test a callable against the origin itself.
                 return origin_allowed(origin, cors_origin)
@@ -72,6 +90,25 @@ class SocketIOEndpoint:
                 super().on_close()
 
         self.routes = [(r"/socket.io/", Handler)]
+
+    async def end_polling_sessions(self) -> None:
+        """Refuses new sessions, and ends the long-polling ones with an Engine.IO "close".
+
+        For shutdown: their pending polls return at once instead of counting as requests in
+        flight until the grace runs out, and socket.io-client reconnects after a "close" (to
+        another process), as after the 1001 that closes the WebSocket ones. Those are left
+        to that 1001: a Socket.IO disconnect would tell the client not to reconnect.
+        """
+        self.closing = True
+        polling = [
+            session
+            for session in list(self.server.eio.sockets.values())
+            if not (session.upgraded or session.upgrading)
+        ]
+        # Without waiting for the client to fetch the "close": a pending poll takes it at
+        # once, and a client between polls has its next poll refused (503), which it also
+        # takes for a lost connection.
+        await asyncio.gather(*(session.close(wait=False) for session in polling))
 
     async def close(self) -> None:
         """Stops the server's background tasks (call before the HTTP server stops)."""

@@ -47,6 +47,21 @@ class DatabaseUnavailable(RuntimeError):
 
 Params = Mapping[str, Any] | None
 
+# Seconds a connection may take to open, unless the URL sets its own `connect_timeout`: a
+# server that accepts connections but never answers must not hang the start.
+CONNECT_TIMEOUT = 10
+
+
+def with_connect_timeout(dsn: str) -> str:
+    """`dsn` with libpq's `connect_timeout` (CONNECT_TIMEOUT unless it has one).
+
+    libpq applies it to blocking connects only (psycopg2.connect); aiopg's asynchronous ones
+    are bounded by their own `timeout`.
+    """
+    if "connect_timeout" in psycopg2.extensions.parse_dsn(dsn):
+        return dsn
+    return psycopg2.extensions.make_dsn(dsn, connect_timeout=CONNECT_TIMEOUT)
+
 
 def _compile(statement: ClauseElement) -> Compiled:
     return statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
@@ -166,6 +181,7 @@ class Database:
 
     @classmethod
     async def connect(cls, dsn: str, size: int = 10, timeout: float = 10.0) -> Database:
+        """Opens the pool; `timeout` bounds each connect and, by default, each statement."""
         try:
             pool = await aiopg.create_pool(
                 dsn,
@@ -176,6 +192,8 @@ class Database:
                 enable_uuid=False,
                 enable_json=False,
             )
+        except TimeoutError:
+            raise DatabaseUnavailable(f"no answer within {timeout:g} s") from None
         except (psycopg2.Error, OSError) as error:
             raise DatabaseUnavailable(_first_line(error)) from None
         return cls(pool, dsn)

@@ -1,13 +1,20 @@
 """Settings come from the environment; a wrong one stops the start with one clear line."""
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from psycopg2.extensions import parse_dsn
 
+import store.db
 from services.config import SETTINGS, ConfigError, load_config
+from store import migrate
+from store.db import CONNECT_TIMEOUT, DatabaseUnavailable, with_connect_timeout
 
 ROOT = Path(__file__).parent.parent
 
@@ -64,15 +71,16 @@ def test_bad_values_name_the_variable(env, named):
         load_config(env)
 
 
-def start_refused(env: dict[str, str]) -> str:
-    """Starts the service with `env`; asserts it exits non-zero; returns its one stderr line."""
+def start_refused(env: dict[str, str], timeout: float = 30, wrapper: tuple = ()) -> str:
+    """Starts the service with `env` (under the `wrapper` command, if any); asserts it exits
+    non-zero; returns its one stderr line."""
     result = subprocess.run(
-        [sys.executable, "orchestrator.py"],
+        [*wrapper, sys.executable, "orchestrator.py"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
     )
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -100,6 +108,76 @@ def test_port_in_use_refused_with_one_line(database_url):
         port = taken.getsockname()[1]
         line = start_refused({"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port)})
     assert line.startswith(f"cannot start: cannot listen on 127.0.0.1:{port}:")
+
+
+@pytest.fixture
+def silent_port():
+    """A port whose listener accepts connections (the kernel completes the handshakes) and
+    never reads or sends a byte, like a server or a firewall that swallows them."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        yield silent.getsockname()[1]
+
+
+def test_a_database_that_never_answers_fails_the_start_within_its_connect_timeout(silent_port):
+    """Guards against a start that hangs forever, saying nothing, on a silent server."""
+    url = f"postgresql://root@127.0.0.1:{silent_port}/none?connect_timeout=1"
+    line = start_refused({"DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": "0"}, timeout=15)
+    assert line.startswith("database unavailable: ")
+    assert "timeout expired" in line
+
+
+def test_migrations_bound_a_connect_with_no_timeout_of_its_own(silent_port, monkeypatch):
+    """Guards the default: a DATABASE_URL without `connect_timeout` is bounded too."""
+    monkeypatch.setattr(store.db, "CONNECT_TIMEOUT", 1)
+    with pytest.raises(DatabaseUnavailable, match="timeout expired"):
+        migrate.upgrade(f"postgresql://root@127.0.0.1:{silent_port}/none")
+
+
+def test_connecting_is_bounded_unless_the_url_says_otherwise():
+    assert parse_dsn(with_connect_timeout("postgresql://root@db/matcha"))["connect_timeout"] == (
+        str(CONNECT_TIMEOUT)
+    )
+    own = "postgresql://root@db/matcha?connect_timeout=30"
+    assert parse_dsn(with_connect_timeout(own))["connect_timeout"] == "30"
+
+
+def test_an_upload_dir_that_cannot_be_written_is_refused(database_url):
+    """Guards against a start that then answers every upload with a 500. /sys refuses new
+    files even to root, whom permission bits do not stop."""
+    env = {"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": "0"}
+    line = start_refused({**env, "UPLOAD_DIR": "/sys/kernel"}, timeout=15)
+    assert line.startswith("cannot start: UPLOAD_DIR='/sys/kernel': cannot write a file in it: ")
+
+
+@pytest.fixture
+def unlistable_dir():
+    """A directory that files can be created in but that cannot be listed (mode -wx)."""
+    path = Path(tempfile.mkdtemp())
+    path.chmod(0o333)
+    yield path
+    path.chmod(0o700)
+    shutil.rmtree(path)
+
+
+def without_root_file_access() -> tuple:
+    """A command prefix under which root, too, obeys permission bits (it loses the
+    capabilities that bypass them)."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "as root, this test needs setpriv (util-linux) to drop root's file access"
+    return (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+def test_an_upload_dir_that_cannot_be_listed_is_refused(database_url, unlistable_dir):
+    """Guards against a start that crashes with a traceback in the sweep of partial uploads."""
+    env = {"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": "0"}
+    line = start_refused(
+        {**env, "UPLOAD_DIR": str(unlistable_dir)}, timeout=15, wrapper=without_root_file_access()
+    )
+    assert line.startswith(f"cannot start: UPLOAD_DIR='{unlistable_dir}': cannot list it: ")
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.env)

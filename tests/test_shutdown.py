@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 
+import psutil
 import pytest
+import socketio
 import tornado.websocket
+from psycopg2.extensions import make_dsn, parse_dsn
 from sqlalchemy import func, select
 
 from store.tables import matches
-from tests.conftest import SAMPLE_MP4, wait_until
+from tests.conftest import SAMPLE_MP4, settings_env, wait_until
+from tests.live_clients import FreezableProxy
 from tests.queries import match_row, queue_is_empty, queued_jobs
+from tests.server_process import ServerProcess
 from tests.test_durability import create_match
 from tests.test_uploads import files_in, upload_head, video_form
 
@@ -137,19 +143,16 @@ def partial_files(upload_dir) -> list[str]:
 UPLOAD_BODY = video_form(SAMPLE_MP4.read_bytes() + bytes(1 << 20))
 
 
-async def sigterm_mid_upload(start_server, upload_dir, grace: str):
-    """Starts a server, sends half an upload as a slow client would, then SIGTERM.
-
-    Returns the server and the upload's connection.
-    """
-    server = await start_server(SHUTDOWN_GRACE_SECONDS=grace)
+async def sigterm_mid_upload(server, upload_dir):
+    """Sends half an upload as a slow client would, then SIGTERM; returns the upload's
+    connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     head = upload_head({"Content-Length": str(len(UPLOAD_BODY))})
     writer.write(head + UPLOAD_BODY[: len(UPLOAD_BODY) // 2])
     await writer.drain()
     await wait_until(lambda: partial_files(upload_dir))
     server.signal(signal.SIGTERM)
-    return server, reader, writer
+    return reader, writer
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -157,7 +160,8 @@ async def test_sigterm_lets_a_slow_upload_finish(
     start_server, client, inference, database, upload_dir
 ):
     """An upload under way when a restart begins is stored whole, and its job survives."""
-    server, reader, writer = await sigterm_mid_upload(start_server, upload_dir, grace="20")
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="20")
+    reader, writer = await sigterm_mid_upload(server, upload_dir)
     await wait_until(lambda: refuses_connections(server.port))
     writer.write(UPLOAD_BODY[len(UPLOAD_BODY) // 2 :])
     status_line = await reader.readline()
@@ -178,7 +182,8 @@ async def test_sigterm_cuts_an_upload_stalled_past_the_grace(
     start_server, client, inference, database, upload_dir
 ):
     """A client that stops sending does not hold a restart up, and leaves no half file."""
-    server, reader, writer = await sigterm_mid_upload(start_server, upload_dir, grace="0.3")
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="0.3")
+    reader, writer = await sigterm_mid_upload(server, upload_dir)
     assert await server.exited() == 0
     assert await reader.read() == b""
     writer.close()
@@ -187,3 +192,80 @@ async def test_sigterm_cuts_an_upload_stalled_past_the_grace(
     assert await database.fetch_value(select(func.count()).select_from(matches)) == 0
     assert await queue_is_empty(database)
     assert inference.attempts == 0
+
+
+def connected_to(process: subprocess.Popen, port: int) -> bool:
+    """Whether `process` has a TCP connection open to 127.0.0.1:`port`."""
+    return any(
+        connection.raddr and connection.raddr.port == port
+        for connection in psutil.Process(process.pid).net_connections("tcp")
+    )
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_during_start_up_stops_cleanly_once_started(request, database_url, tmp_path):
+    """Guards against a stop signal during start-up (here: migrations connecting to a database
+    that is slow to answer) killing the process outright instead of stopping it."""
+    settings = parse_dsn(database_url)
+    if settings.get("host", "/").startswith("/"):
+        pytest.skip("the test database is not on TCP")
+    proxy = FreezableProxy(int(settings.get("port", 5432)))
+    await proxy.start()
+    proxy.freeze()
+    server = ServerProcess(
+        settings_env(request, DATABASE_URL=make_dsn(database_url, port=proxy.port)),
+        tmp_path / "server.log",
+    )
+    try:
+        await wait_until(lambda: connected_to(server.process, proxy.port))
+        server.signal(signal.SIGTERM)
+        proxy.thaw()
+        assert await server.exited() == 0, server.log()
+    finally:
+        server.kill()
+        await proxy.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_ends_socketio_polling_at_once(start_server):
+    """Guards against a long-polling Socket.IO client holding every shutdown up for the whole
+    grace (its pending poll is a request in flight), then being cut with no "close"."""
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="30")
+    client = socketio.AsyncClient(reconnection=False)
+    disconnected = asyncio.Event()
+    client.on("disconnect", lambda reason: disconnected.set())
+    await client.connect(server.url, transports=["polling"], wait_timeout=10)
+    try:
+        server.signal(signal.SIGTERM)
+        # Well within the 30 s grace: waiting it out would fail here.
+        assert await server.exited(timeout=10) == 0
+        await asyncio.wait_for(disconnected.wait(), 10)
+    finally:
+        await client.disconnect()
+        # python-engineio's client empties its send queue on the server's "close" while its
+        # write loop still waits on it (for up to 30 s): end its tasks with the test.
+        tasks = [task for task in (client.eio.read_loop_task, client.eio.write_loop_task) if task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_socketio_requests_during_shutdown_are_refused(start_server, upload_dir):
+    """Guards against a Socket.IO client that reconnects over a kept-alive connection while
+    the server drains: its new session's polls would hold the shutdown up again."""
+    server = await start_server(SHUTDOWN_GRACE_SECONDS="20")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: orchestrator\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    [length] = [line.split(b":")[1] for line in head.split(b"\r\n") if b"Content-Length" in line]
+    await reader.readexactly(int(length))  # the connection stays open for the next request
+
+    # An upload under way keeps the server draining.
+    _, upload = await sigterm_mid_upload(server, upload_dir)
+    await wait_until(lambda: refuses_connections(server.port))
+    writer.write(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: orchestrator\r\n\r\n")
+    status_line = await reader.readline()
+    writer.close()
+    upload.close()
+    assert status_line.startswith(b"HTTP/1.1 503 ")

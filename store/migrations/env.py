@@ -4,6 +4,7 @@ import psycopg2
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from store.db import with_connect_timeout
 from store.tables import metadata
 
 # Processes starting together take turns: the second finds the schema already current.
@@ -11,7 +12,8 @@ MIGRATION_LOCK_KEY = 7_202_611
 
 
 def run_migrations_online() -> None:
-    dsn = context.config.attributes["dsn"]
+    # Bounded, so that a server that accepts the connection but never answers fails the start.
+    dsn = with_connect_timeout(context.config.attributes["dsn"])
     engine = create_engine(
         "postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn), poolclass=pool.NullPool
     )
