@@ -10,8 +10,10 @@ long-polling with upgrade); browsers' origins are checked against CORS_ORIGIN.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
+import psycopg2
 import socketio
 import tornado.iostream
 import tornado.websocket
@@ -31,6 +33,11 @@ class SocketIOEndpoint:
 
     def __init__(self, live: LiveUpdates, cors_origin: tuple[str, ...]) -> None:
         self.live = live
+        # python-socketio runs each event in a task of its own: a client's joins, leaves and
+        # disconnect take turns on its lock, so that they apply in the order it sent them.
+        self._turns: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
         self.server = socketio.AsyncServer(
             async_mode="tornado",
             cors_allowed_origins=lambda origin: (
@@ -75,7 +82,7 @@ class SocketIOEndpoint:
 
             def write_message(self, message, binary=False):
                 try:
-                    return super().write_message(message, binary)
+                    writing = super().write_message(message, binary)
                 except tornado.iostream.StreamBufferFullError:
                     log.warning(
                         "Closing a Socket.IO client that does not read: %s", self.request.remote_ip
@@ -84,6 +91,10 @@ class SocketIOEndpoint:
                     self.ws_connection.stream.max_write_buffer_size = None
                     self.close(SLOW_CONSUMER_CLOSE, "slow consumer")
                     raise tornado.websocket.WebSocketClosedError() from None
+                # engine.io never awaits the write: a connection closed under it would log
+                # a "never retrieved" traceback per queued message.
+                writing.add_done_callback(_retrieve)
+                return writing
 
             def on_close(self) -> None:
                 self.settings["websockets"].discard(self)
@@ -119,6 +130,11 @@ class SocketIOEndpoint:
 
     async def join_match(self, sid: str, match_id: object = None, *_: object) -> dict:
         """Any number of arguments is answered: the first is the match id, if any."""
+        async with self._turns[sid]:
+            await self._join(sid, match_id)
+        return {"event": "joined", "data": match_id}
+
+    async def _join(self, sid: str, match_id: object) -> None:
         key = match_key(match_id)
         entered = False
 
@@ -133,24 +149,42 @@ class SocketIOEndpoint:
             for update in updates:
                 await self.server.emit(update.event, update.data, to=sid)
 
-        if key is None or not await self.live.join(key, self, catch_up):
+        try:
+            joined = key is not None and await self.live.join(key, self, catch_up)
+        except (psycopg2.Error, OSError, TimeoutError) as error:
+            # Still joined, as the frontend never asks again: live updates reach the client
+            # from now on, and what it missed once the room can read the log again.
+            log.warning("A Socket.IO client joined match %s without catch-up: %s", key, error)
+            await self.server.emit("joined", match_id, to=sid)
+            if self._connected(sid) and key not in self.server.rooms(sid):
+                await self.server.enter_room(sid, key)
+                self.live.listen(key, self)
+            return
+        if not joined:
             # The old service let any id join its room; an unknown match just never updates.
             await self.server.emit("joined", match_id, to=sid)
         elif not entered:
             # Already in the room, or gone while joining: one membership per client and match.
             self.live.leave(key, self)
-        return {"event": "joined", "data": match_id}
 
     async def leave_match(self, sid: str, match_id: object = None, *_: object) -> None:
         key = match_key(match_id)
-        if key is not None and key in self.server.rooms(sid):
-            await self.server.leave_room(sid, key)
-            self.live.leave(key, self)
+        async with self._turns[sid]:
+            if key is not None and key in self.server.rooms(sid):
+                await self.server.leave_room(sid, key)
+                self.live.leave(key, self)
 
     async def disconnected(self, sid: str, reason: str) -> None:
-        for room in self.server.rooms(sid):
-            if room != sid:
-                self.live.leave(room, self)
+        async with self._turns[sid]:
+            for room in self.server.rooms(sid):
+                if room != sid:
+                    self.live.leave(room, self)
+        self._turns.pop(sid, None)
 
     def _connected(self, sid: str) -> bool:
         return self.server.manager.is_connected(sid, NAMESPACE)
+
+
+def _retrieve(writing: asyncio.Future) -> None:
+    if not writing.cancelled():
+        writing.exception()

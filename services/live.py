@@ -209,6 +209,12 @@ class LiveUpdates:
             rows = await log_store.since(conn, match_id, 0, upto=state["live_seq"])
         return _snapshot(match_id, state), [Update.from_row(match_id, row) for row in rows]
 
+    def listen(self, match_id: str, listener: Listener) -> None:
+        """Add `listener` to the match's room without a catch-up, for a join that cannot read
+        the database: it gets live updates from now on, and the logged ones the room pulls
+        in order once it can read the log again."""
+        self._rooms.setdefault(match_id, _Room()).listeners[listener] += 1
+
     def leave(self, match_id: str, listener: Listener) -> None:
         """Take one membership of `listener` out of the match's room (no-op if it has none)."""
         room = self._rooms.get(match_id)

@@ -2,6 +2,7 @@
 
 import json
 
+import psycopg2
 import pytest
 import tornado.httpclient
 import tornado.websocket
@@ -183,3 +184,50 @@ async def test_foreign_origin_is_refused(http_server, base_url):
     assert refused.value.code == 400
     allowed = await client.fetch(handshake, headers={"Origin": "http://localhost:3000"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+@pytest.mark.parametrize("transports", TRANSPORTS)
+@pytest.mark.gen_test(timeout=30)
+async def test_a_leave_sent_right_after_a_join_is_applied_after_it(
+    http_server, base_url, sio_connect, transports, create_match
+):
+    """Guards the order of a client's events: python-socketio handles each in a task of its
+    own, and a leave that overtook its join was lost (the client kept getting updates)."""
+    left, watched = (await create_match())["id"], (await create_match())["id"]
+    for _ in range(30):  # a catch-up long enough for the leave to arrive during it
+        await callback(base_url, left, "live-event", event(1))
+    watcher = await sio_connect(base_url, transports)
+    await watcher.client.emit("joinMatch", left)
+    await watcher.client.emit("leaveMatch", left)
+    await watcher.client.emit("joinMatch", watched)
+    await watcher.wait_for(2, "snapshot")
+
+    await callback(base_url, left, "progress", {"progress": 50})
+    await callback(base_url, watched, "progress", {"progress": 60})
+    await watcher.wait_for(1, "progress")
+    assert [data for name, data in watcher.received if name == "progress"] == [
+        {"matchId": watched, "progress": 60}
+    ]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_join_while_the_database_cannot_be_read_is_still_answered_and_served(
+    services, http_server, base_url, sio_connect, create_match, monkeypatch
+):
+    """Guards the frontend, which never asks again: a join that cannot read the catch-up
+    still gets `joined` and its ack, then the match's updates, missed ones included."""
+    match_id = (await create_match())["id"]
+    await callback(base_url, match_id, "progress", {"progress": 10})
+
+    async def unreadable(match_id):
+        raise psycopg2.OperationalError("the database is down")
+
+    monkeypatch.setattr(services.live, "_read_state", unreadable)
+    watcher = await sio_connect(base_url, ["websocket"])
+    ack = await watcher.client.call("joinMatch", match_id, timeout=10)
+    assert ack == {"event": "joined", "data": match_id}
+    monkeypatch.undo()
+
+    await callback(base_url, match_id, "progress", {"progress": 20})
+    progress = await watcher.wait_for(2, "progress")
+    assert [data["progress"] for _, data in progress] == [10, 20]
