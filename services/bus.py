@@ -196,7 +196,10 @@ class RedisBus:
         self._broken.set()
         if not self._outage_logged:
             self._outage_logged = True
-            log.warning("Redis unavailable, live push paused until it is back: %s", error)
+            log.warning(
+                "Redis unavailable, live push paused until it is back: %s",
+                str(error) or type(error).__name__,
+            )
 
     def _came_up(self) -> None:
         self._broken.clear()

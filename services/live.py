@@ -98,8 +98,8 @@ class _Room:
     listeners: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     joining: int = 0
-    # The match's state and logged updates as of `seq`, read by a join: later joins reuse
-    # the logged updates while the match is still at that number (a wave of reconnecting
+    # The match's state and logged updates as of `seq`, read by a join: the joins waiting
+    # meanwhile reuse them while the match is still at that number (a wave of reconnecting
     # clients reads the log once, and shares the frames).
     catch_up: tuple[Snapshot, list[Update]] | None = None
 
@@ -193,6 +193,10 @@ class LiveUpdates:
                 return True
         finally:
             room.joining -= 1
+            if not room.joining:
+                # Kept no longer than the wave of joins sharing it: a long run's log (tracking
+                # frames) is megabytes, parsed and framed.
+                room.catch_up = None
             self._forget_if_empty(match_id, room)
 
     async def _read_state(self, match_id: str) -> Snapshot | None:
