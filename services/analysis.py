@@ -2,7 +2,9 @@
 
 Bodies reach here already checked against their JSON Schema (types are right); this module
 clamps values into range, maps event types, and refuses callbacks for unknown matches (404)
-or for a run that is no longer the match's current one (409).
+or for a run that is no longer the match's current one (409). A callback accepted for the
+current run proves that the engine has the run's job, so each also drops that job if it was
+sent and is still queued: a hand-off that timed out but was taken is not sent again.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.live import LiveUpdates
+from store import jobs, results
 from store import matches as store_matches
-from store import results
-from store.db import Database
+from store.db import Database, Row
 
 EVENT_TYPES = frozenset(
     [
@@ -156,14 +158,14 @@ class Analysis:
 
     async def live_event(self, match_id: str, run: str | None, event: dict[str, Any]) -> None:
         async with self.db.connection() as conn:
-            await self._check_run(conn, match_id, run)
+            _current_run(await results.reported(conn, match_id, run), match_id, run)
         await self.live.publish(
             match_id, "matchEvent", {"matchId": match_id, "event": normalize_event(event)}
         )
 
     async def tracking_update(self, match_id: str, run: str | None, frames: list) -> None:
         async with self.db.connection() as conn:
-            await self._check_run(conn, match_id, run)
+            _current_run(await results.reported(conn, match_id, run), match_id, run)
         await self.live.publish(match_id, "trackingUpdate", {"matchId": match_id, "frames": frames})
 
     async def complete(self, match_id: str, run: str | None, body: dict[str, Any]) -> None:
@@ -172,7 +174,7 @@ class Analysis:
         highlight_rows = [highlight_row(item) for item in body.get("highlights") or []]
         emotion_rows = [emotion_row(item) for item in body.get("emotionScores") or []]
         async with self.db.transaction() as conn:
-            await self._check_run(conn, match_id, run, lock=True)
+            current = await self._check_run(conn, match_id, run, lock=True)
             await results.replace_results(
                 conn,
                 match_id,
@@ -181,6 +183,7 @@ class Analysis:
                 emotion_rows=emotion_rows,
                 match_values=match_values(body),
             )
+            await jobs.end_dispatch(conn, match_id, current)
         await self.live.publish(match_id, "progress", {"matchId": match_id, "progress": 100})
         await self.live.publish(
             match_id,
@@ -193,9 +196,15 @@ class Analysis:
         )
 
     @staticmethod
-    async def _check_run(conn, match_id: str, run: str | None, *, lock: bool = False) -> None:
+    async def _check_run(conn, match_id: str, run: str | None, *, lock: bool = False) -> str:
         match = await store_matches.get_run_state(conn, match_id, lock=lock)
-        if match is None:
-            raise MatchNotFound(match_id)
-        if run is not None and run != match["analysis_id"]:
-            raise StaleRun(run)
+        return _current_run(match, match_id, run)
+
+
+def _current_run(match: Row | None, match_id: str, run: str | None) -> str:
+    """The match's current run, which the callback's `run` (if any) must be."""
+    if match is None:
+        raise MatchNotFound(match_id)
+    if run is not None and run != match["analysis_id"]:
+        raise StaleRun(run)
+    return match["analysis_id"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
-from datetime import UTC, datetime
+import time
 
 import aiohttp
 import aiopg
@@ -31,6 +32,16 @@ log = logging.getLogger(__name__)
 # Most jobs one process sends at the same time (and claims in one statement).
 BATCH = 64
 JSON = {"Content-Type": "application/json"}
+# Client errors that mean "not now" rather than "not this job": retried, like a 5xx.
+RETRIED_4XX = frozenset({408, 425, 429})
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why an attempt failed, for people; `final` when sending the job again cannot help."""
+
+    reason: str
+    final: bool = False
 
 
 class Dispatcher:
@@ -145,6 +156,7 @@ class Dispatcher:
 
     async def _send(self, job: Row) -> None:
         faults.crash_point("before-send")
+        started = time.monotonic()
         try:
             failure = await self._post(job)
             if failure is None:
@@ -153,8 +165,12 @@ class Dispatcher:
                 log.info(
                     "match %s handed to inference (attempt %d)", job["match_id"], job["attempts"]
                 )
+            elif failure.final:
+                await self._give_up(job, failure.reason)
             else:
-                await self._failed_attempt(job, failure)
+                # Up to the claim by the database's clock, then by this process's monotonic one.
+                elapsed = job["elapsed"] + time.monotonic() - started
+                await self._failed_attempt(job, failure.reason, elapsed)
         except (psycopg2.Error, OSError) as error:
             # The job stays claimed: it is sent again when the lease runs out.
             log.warning("dispatch of match %s interrupted: %s", job["match_id"], error)
@@ -162,8 +178,8 @@ class Dispatcher:
             self._sending.pop(job["id"], None)
             self.wake()
 
-    async def _post(self, job: Row) -> str | None:
-        """Sends the job; None when the engine accepted it, else why not, for people."""
+    async def _post(self, job: Row) -> Failure | None:
+        """Sends the job; None when the engine accepted it, else why not."""
         try:
             async with self._http.post(
                 self.analyze_url, data=orjson.dumps(job["payload"]), headers=JSON
@@ -176,14 +192,21 @@ class Dispatcher:
         except aiohttp.ClientError as error:
             reason = (str(error) or type(error).__name__).lower()
         else:
-            if 200 <= response.status < 300:
+            status = response.status
+            if 200 <= status < 300:
                 return None
-            return f"inference engine at {self.analyze_url} answered HTTP {response.status}"
-        return f"inference engine unreachable at {self.analyze_url}: {reason}"
+            if 400 <= status < 500 and status not in RETRIED_4XX:
+                return Failure(
+                    f"inference engine at {self.analyze_url}: refused the job with HTTP {status}",
+                    final=True,
+                )
+            return Failure(f"inference engine at {self.analyze_url} answered HTTP {status}")
+        return Failure(f"inference engine unreachable at {self.analyze_url}: {reason}")
 
-    async def _failed_attempt(self, job: Row, reason: str) -> None:
+    async def _failed_attempt(self, job: Row, reason: str, elapsed: float) -> None:
+        """Retries later, unless that would pass DISPATCH_MAX_ATTEMPTS or DISPATCH_MAX_SECONDS
+        (counted from the job's first attempt)."""
         attempts = job["attempts"]
-        elapsed = (datetime.now(UTC) - job["created_at"]).total_seconds()
         delay = (
             self.config.dispatch_backoff_seconds * 2 ** (attempts - 1) * random.uniform(0.8, 1.2)
         )
@@ -198,6 +221,11 @@ class Dispatcher:
             )
             return
         failure = f"{reason}, {attempts} attempt{'s' * (attempts != 1)} over {_seconds(elapsed)}"
+        await self._give_up(job, failure)
+
+    async def _give_up(self, job: Row, failure: str) -> None:
+        """Marks the run FAILED, unless it is no longer current or its job no longer ours (a
+        callback showed that the engine has it)."""
         async with self.db.connection() as conn:
             failed = await jobs.finish_failed(conn, job, failure)
         if failed:

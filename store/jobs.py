@@ -11,11 +11,15 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Float,
     Integer,
     Interval,
     and_,
     bindparam,
+    case,
+    cast,
     delete,
+    extract,
     func,
     insert,
     or_,
@@ -24,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.expression import ColumnElement, Delete
 
 from store.db import Connection, Row
 from store.tables import dispatch_jobs, matches
@@ -68,8 +73,15 @@ _CLAIM_DUE = (
     .values(
         claimed_until=func.now() + bindparam("lease", type_=Interval),
         attempts=dispatch_jobs.c.attempts + 1,
+        first_attempt_at=func.coalesce(dispatch_jobs.c.first_attempt_at, func.now()),
     )
-    .returning(*dispatch_jobs.c)
+    .returning(
+        *dispatch_jobs.c,
+        # By the database's clock, which the process's may not agree with.
+        cast(extract("epoch", func.now() - dispatch_jobs.c.first_attempt_at), Float).label(
+            "elapsed"
+        ),
+    )
 )
 
 # A claimed job falls due again when its lease runs out (its sender may have died).
@@ -95,11 +107,19 @@ _RETRY_LATER = (
 def _finish(condition, **values: Any):
     """One statement: delete the job if still ours, and update its match if that run is current.
 
-    A job whose lease was lost (another process holds it now) changes nothing.
+    A job whose lease was lost (another process holds it now) or that a callback ended changes
+    nothing. The match is locked before the job, as reanalyze and the callbacks lock them:
+    taken the other way round, the two deadlocked.
     """
+    match = (
+        select(matches.c.id)
+        .where(matches.c.id == bindparam("match_id"))
+        .with_for_update()
+        .cte("match")
+    )
     done = (
         delete(dispatch_jobs)
-        .where(_STILL_OURS)
+        .where(_STILL_OURS, dispatch_jobs.c.match_id == select(match.c.id).scalar_subquery())
         .returning(dispatch_jobs.c.match_id, dispatch_jobs.c.analysis_id)
         .cte("done")
     )
@@ -116,6 +136,24 @@ _FINISH_ACCEPTED = _finish(matches.c.status == "UPLOADED", status="PROCESSING")
 _FINISH_FAILED = _finish(
     matches.c.status != "COMPLETED", status="FAILED", failure_reason=bindparam("reason")
 )
+
+
+def handed_over(match_id: ColumnElement, analysis_id: ColumnElement) -> Delete:
+    """Deletes the pending hand-off of that run: the engine reported on it, so it has the job.
+
+    For the statements of callbacks, which learn the run as they apply the report. A sender
+    holding the job at that moment then finds it gone, and its finish or retry changes nothing.
+    A job never sent stays: the report cannot come from it (an engine that names no run may
+    still be reporting on the run before a reanalyze).
+    """
+    return delete(dispatch_jobs).where(
+        dispatch_jobs.c.match_id == match_id,
+        dispatch_jobs.c.analysis_id == analysis_id,
+        dispatch_jobs.c.first_attempt_at.is_not(None),
+    )
+
+
+_HANDED_OVER = handed_over(bindparam("match_id"), bindparam("analysis_id"))
 
 
 async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) -> str:
@@ -136,7 +174,10 @@ async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) ->
 
 
 async def claim_due(conn: Connection, limit: int, lease_seconds: float) -> list[Row]:
-    """Leases up to `limit` due jobs to the caller; other processes skip them until it ends."""
+    """Leases up to `limit` due jobs to the caller; other processes skip them until it ends.
+
+    Each row also has `elapsed`: seconds since the job's first attempt (0 on the first).
+    """
     return await conn.fetch_all(
         _CLAIM_DUE, {"limit": limit, "lease": timedelta(seconds=lease_seconds)}
     )
@@ -158,6 +199,11 @@ async def finish_failed(conn: Connection, job: Row, reason: str) -> bool:
     return bool(await conn.execute(_FINISH_FAILED, {**_ours(job), "reason": reason}))
 
 
+async def end_dispatch(conn: Connection, match_id: str, analysis_id: str) -> None:
+    """Drops the pending hand-off of a run the engine has reported on (if it was ever sent)."""
+    await conn.execute(_HANDED_OVER, {"match_id": match_id, "analysis_id": analysis_id})
+
+
 async def retry_later(conn: Connection, job: Row, delay_seconds: float, error: str) -> None:
     await conn.execute(
         _RETRY_LATER, {**_ours(job), "error": error, "delay": timedelta(seconds=delay_seconds)}
@@ -165,7 +211,10 @@ async def retry_later(conn: Connection, job: Row, delay_seconds: float, error: s
 
 
 async def release(conn: Connection, claimed: list[Row]) -> None:
-    """Gives claimed jobs back unsent (on shutdown) so that any process sends them at once."""
+    """Gives claimed jobs back unsent (on shutdown) so that any process sends them at once.
+
+    A job back to no attempts starts its retry budget over at its next claim.
+    """
     if claimed:
         await conn.execute(
             update(dispatch_jobs)
@@ -174,9 +223,19 @@ async def release(conn: Connection, claimed: list[Row]) -> None:
                     [(job["id"], job["claimed_until"]) for job in claimed]
                 )
             )
-            .values(claimed_until=None, attempts=dispatch_jobs.c.attempts - 1)
+            .values(
+                claimed_until=None,
+                attempts=dispatch_jobs.c.attempts - 1,
+                first_attempt_at=case(
+                    (dispatch_jobs.c.attempts > 1, dispatch_jobs.c.first_attempt_at)
+                ),
+            )
         )
 
 
 def _ours(job: Row) -> dict[str, Any]:
-    return {"job_id": job["id"], "job_claimed_until": job["claimed_until"]}
+    return {
+        "job_id": job["id"],
+        "job_claimed_until": job["claimed_until"],
+        "match_id": job["match_id"],
+    }

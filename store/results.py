@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.sql.expression import Select
 
 from store.db import Connection, Row
+from store.jobs import handed_over
 from store.live_updates import next_number, numbered_and_logged
 from store.matches import delete_results
 from store.tables import emotion_scores, events, highlights, matches
@@ -37,7 +38,8 @@ def _open_to_reports(named_run: bool):
 
 
 def _progress_moved(named_run: bool) -> Select:
-    """Moves a run forward and numbers the `progress` update it makes, logging it for catch-up."""
+    """Moves a run forward and numbers the `progress` update it makes, logging it for catch-up;
+    and ends the run's pending hand-off (the engine reporting on it has the job)."""
     moved = (
         next_number(
             status="PROCESSING",
@@ -47,7 +49,7 @@ def _progress_moved(named_run: bool) -> Select:
             updated_at=func.now(),
         )
         .where(_open_to_reports(named_run))
-        .returning(matches.c.id, matches.c.progress, matches.c.live_seq)
+        .returning(matches.c.id, matches.c.analysis_id, matches.c.progress, matches.c.live_seq)
         .cte("moved")
     )
     # The update the watchers get: the stage only when the engine reported one.
@@ -61,18 +63,39 @@ def _progress_moved(named_run: bool) -> Select:
             cast(bindparam("stage"), Text),
         )
     )
-    return numbered_and_logged(moved, kind=literal("progress"), payload=payload)
+    return numbered_and_logged(moved, kind=literal("progress"), payload=payload).add_cte(
+        handed_over(moved.c.id, moved.c.analysis_id).cte("handed_over")
+    )
+
+
+def _failed(named_run: bool) -> Select:
+    """Marks a run FAILED and ends its pending hand-off."""
+    failed = (
+        update(matches)
+        .where(_open_to_reports(named_run))
+        .values(status="FAILED", failure_reason=bindparam("reason"), updated_at=func.now())
+        .returning(matches.c.id, matches.c.analysis_id)
+        .cte("failed")
+    )
+    return select(failed.c.id).add_cte(
+        handed_over(failed.c.id, failed.c.analysis_id).cte("handed_over")
+    )
+
+
+def _reported(named_run: bool) -> Select:
+    """The match's current run; ends its pending hand-off if the report is for it (a report
+    naming another run ends nothing)."""
+    run = select(matches.c.analysis_id).where(matches.c.id == bindparam("match_id")).cte("run")
+    ended = handed_over(bindparam("match_id"), run.c.analysis_id)
+    if named_run:
+        ended = ended.where(run.c.analysis_id == bindparam("analysis_id"))
+    return select(run.c.analysis_id).add_cte(ended.cte("handed_over"))
 
 
 # Templates (compiled once): progress callbacks are the hottest path of the service.
 _SET_PROGRESS = {named_run: _progress_moved(named_run) for named_run in (False, True)}
-_SET_FAILED = {
-    named_run: update(matches)
-    .where(_open_to_reports(named_run))
-    .values(status="FAILED", failure_reason=bindparam("reason"), updated_at=func.now())
-    .returning(matches.c.id)
-    for named_run in (False, True)
-}
+_SET_FAILED = {named_run: _failed(named_run) for named_run in (False, True)}
+_REPORTED = {named_run: _reported(named_run) for named_run in (False, True)}
 
 
 async def set_progress(
@@ -83,9 +106,9 @@ async def set_progress(
     stage: str | None,
     keep: int,
 ) -> Row | None:
-    """Moves a running analysis forward: PROCESSING, progress never lower than before; and
-    logs the `progress` update for the watchers (the catch-up log keeping its newest `keep`),
-    all in one statement.
+    """Moves a running analysis forward: PROCESSING, progress never lower than before; logs
+    the `progress` update for the watchers (the catch-up log keeping its newest `keep`); and
+    ends the run's pending hand-off (`jobs.handed_over`): all in one statement.
 
     Returns `progress`, the update's `live_seq` and its `payload`. Changes nothing (and
     returns None) for an unknown match, another run, or a match that already COMPLETED.
@@ -105,10 +128,19 @@ async def set_progress(
 async def set_failed(
     conn: Connection, match_id: str, analysis_id: str | None, reason: str
 ) -> Row | None:
-    """Marks a running analysis FAILED (never a COMPLETED one)."""
+    """Marks a running analysis FAILED (never a COMPLETED one) and ends its pending hand-off."""
     return await conn.fetch_one(
         _SET_FAILED[analysis_id is not None],
         {"match_id": match_id, "analysis_id": analysis_id, "reason": reason},
+    )
+
+
+async def reported(conn: Connection, match_id: str, analysis_id: str | None) -> Row | None:
+    """A report (live event, tracking) on the match's run `analysis_id` (None: its current
+    one) came in: returns the match's current `analysis_id` (no row for an unknown match),
+    and ends that run's pending hand-off if it is the current one, in one statement."""
+    return await conn.fetch_one(
+        _REPORTED[analysis_id is not None], {"match_id": match_id, "analysis_id": analysis_id}
     )
 
 

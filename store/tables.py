@@ -128,6 +128,9 @@ dispatch_jobs = Table(
     Column("analysis_id", UUID(as_uuid=False), nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # Set by the first claim: the retry budget (DISPATCH_MAX_SECONDS) runs from here, not from
+    # `created_at`, so time spent queued while no process ran does not count against it.
+    Column("first_attempt_at", DateTime(timezone=True)),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # A claim is a lease: a process that dies mid-send loses it when it expires.
     Column("claimed_until", DateTime(timezone=True)),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from store import matches as store_matches
-from tests.conftest import assert_error
-from tests.queries import match_row
+from tests.conftest import assert_error, wait_until
+from tests.queries import match_row, queue_is_empty, queued_jobs
 
 COMPLETE = {"events": [{"timestamp": 12.5, "type": "GOAL", "confidence": 0.9}], "summary": "1-0"}
 
@@ -76,3 +76,32 @@ async def test_late_progress_or_failure_after_complete_changes_nothing(api, crea
         response = await api.post(f"/matches/{match['id']}/progress", late)
         assert (response.code, response.json) == (201, {"ok": True, "ignored": True})
     assert await match_row(db, match["id"]) == before
+
+
+@pytest.mark.gen_test
+async def test_old_runs_reports_leave_the_new_runs_hand_off_queued(
+    api, create_match, inference, db
+):
+    """Only a report on the current run shows that the engine has its job."""
+    match = await create_match()
+    await inference.wait_for_jobs(1)
+    inference.hold()
+    assert (await api.post(f"/matches/{match['id']}/reanalyze")).code == 200
+    await inference.wait_for_attempts(2)
+
+    old_run = {"X-Analysis-Id": match["analysis_id"]}
+    for path, body in (
+        ("progress", {"progress": 50}),
+        ("live-event", {"timestamp": 1, "type": "GOAL"}),
+        ("tracking-update", {"frames": []}),
+        ("complete", COMPLETE),
+    ):
+        response = await api.post(f"/matches/{match['id']}/{path}", body, headers=old_run)
+        assert_error(response, 409, match["analysis_id"])
+    [job] = await queued_jobs(db, match["id"])
+    assert str(job["analysis_id"]) != match["analysis_id"]
+
+    inference.let_go()
+    [_, new_job] = await inference.wait_for_jobs(2)
+    assert new_job["analysis_id"] == str(job["analysis_id"])
+    await wait_until(lambda: queue_is_empty(db))
