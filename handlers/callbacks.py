@@ -12,60 +12,33 @@ import uuid
 
 import tornado.web
 
-from handlers.base import StreamedBodyHandler
+from handlers.base import JsonBodyHandler
 from handlers.matches import UUID
 from services import signing
 from services.analysis import MatchNotFound, StaleRun
 
-# Bodies other than `complete` are small; `complete` is capped by MAX_COMPLETE_BYTES.
-SMALL_BODY_BYTES = 1024 * 1024
 
-
-@tornado.web.stream_request_body
-class CallbackHandler(StreamedBodyHandler):
+class CallbackHandler(JsonBodyHandler):
     """Checks the body's size, signature and run; maps the service's refusals to 404 and 409.
 
-    The body is streamed so that each route sets its own size cap: an oversize body is
-    refused (413) from its Content-Length before it is read, or, sent in chunks, as soon as
-    it passes the cap.
+    Bodies are capped at 1 MiB (`JsonBodyHandler`), `complete`'s at MAX_COMPLETE_BYTES.
     """
 
     schema_name: str
 
-    def max_body_bytes(self) -> int:
-        return SMALL_BODY_BYTES
-
     def prepare(self) -> None:
+        super().prepare()  # sets the body's cap first, so that Tornado's own never answers
         if self.config.callback_secret:
             self._refuse_unless(signing.check_timestamp, self.request.headers)
-        self._limit = self.max_body_bytes()
-        self.receive(self._limit, self._too_large())
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._chunks is None:  # refused already
-            return
-        self._size += len(chunk)
-        if self._size > self._limit:
-            self._chunks = None
-            self.refuse_midway(self._too_large())
-        else:
-            self._chunks.append(chunk)
-
-    def _too_large(self) -> tornado.web.HTTPError:
-        return tornado.web.HTTPError(413, "body: larger than the %d bytes allowed", self._limit)
 
     @property
     def analysis(self):
         return self.settings["analysis"]
 
     async def post(self, match_id: str) -> None:
-        self.receiving = False
-        self.request.body = b"".join(self._chunks)
         if self.config.callback_secret:
             self._refuse_unless(
-                signing.verify, self.config.callback_secret, self.request.body, self.request.headers
+                signing.verify, self.config.callback_secret, self.raw_body(), self.request.headers
             )
         body = self.json_body(self.schema_name)
         try:

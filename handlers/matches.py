@@ -7,7 +7,7 @@ import re
 import tornado.web
 
 from handlers import views
-from handlers.base import APIHandler
+from handlers.base import APIHandler, JsonBodyHandler
 from handlers.uploads import UploadHandler
 from store import matches as store_matches
 
@@ -69,7 +69,7 @@ class ReanalyzeHandler(APIHandler):
         self.write_json({"ok": True})
 
 
-class UrlIntakeHandler(APIHandler):
+class UrlIntakeHandler(JsonBodyHandler):
     async def post(self) -> None:
         body = self.json_body("url_intake")
         start, end = body.get("start_time"), body.get("end_time")

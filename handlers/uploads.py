@@ -57,7 +57,7 @@ class UploadHandler(StreamedBodyHandler):
                 self.refuse_midway(tornado.web.HTTPError(500))
 
     async def post(self) -> None:
-        self.receiving = False
+        self.body_received()
         try:
             upload = await self.intake.finish()
             faults.crash_point("after-upload-placed")

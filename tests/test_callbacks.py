@@ -3,11 +3,13 @@
 import asyncio
 import json
 import re
+import socket
 import uuid
 
 import pytest
 
 from tests.conftest import assert_error
+from tests.test_uploads import lingering  # noqa: F401 (each refused connection is let go)
 
 PREFIXES = ["", "/api/v1"]
 
@@ -337,4 +339,36 @@ async def test_oversize_callback_body_is_413(api, create_match):
     body = b'{"progress": 1, "stage": "' + b"x" * (1024 * 1024) + b'"}'
     response = await api.request("POST", f"/matches/{match['id']}/progress", body=body)
     assert_error(response, 413, "body")
+    assert results_of(await api.get(f"/matches/{match['id']}")) == NO_RESULTS
+
+
+def send_then_read(port: int, request: bytes) -> bytes:
+    """Sends the whole request, then reads until the server closes (a reset fails)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = bytearray()
+        while data := sock.recv(65536):
+            answer += data
+    return bytes(answer)
+
+
+@pytest.mark.gen_test
+async def test_oversize_callback_sent_whole_still_gets_its_413(
+    api, create_match, http_server, http_port
+):
+    """A client that reads only once its 16 MiB body is sent gets the 413, not a reset."""
+    match = await create_match()
+    body = b'{"progress": 1, "stage": "' + b"x" * (16 * 2**20) + b'"}'
+    request = (
+        f"POST /matches/{match['id']}/progress HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    answer = await asyncio.get_running_loop().run_in_executor(
+        None, send_then_read, http_port, request
+    )
+
+    head, _, document = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(document)["message"] == "body: larger than the 1048576 bytes allowed"
     assert results_of(await api.get(f"/matches/{match['id']}")) == NO_RESULTS

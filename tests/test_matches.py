@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import assert_error, drop_database
 from tests.test_callbacks import complete_body
+from tests.test_uploads import in_thread, parse_answer, raw_exchange
 
 PREFIXES = ["", "/api/v1"]
 
@@ -283,3 +284,15 @@ async def test_health_reports_database_up_then_down(api, pg_server, database_url
     drop_database(pg_server, psycopg2.extensions.parse_dsn(database_url)["dbname"])
     response = await api.get("/health")
     assert (response.code, response.json["database"]) == (503, "down")
+
+
+@pytest.mark.gen_test
+async def test_url_intake_refuses_a_body_over_its_cap_with_a_json_413(http_server, http_port):
+    """Guards the contract's JSON errors: Tornado's own cap answered a bare 400."""
+    head = (
+        b"POST /matches/youtube HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n"
+    )
+    status, _, error = parse_answer(await in_thread(raw_exchange, http_port, head, b"{}"))
+    assert (status, error["statusCode"]) == (413, 413)
+    assert error["message"].startswith("body: larger than")

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPRequest
 
+from handlers import base
 from tests.conftest import SAMPLE_MP4, wait_until
 
 BOUNDARY = "matcha-test-boundary"
@@ -57,6 +59,15 @@ async def handed_off(http_client, base_url: str, match: dict) -> None:
     await wait_until(processing)
 
 
+@pytest.fixture(autouse=True)
+def lingering(io_loop, monkeypatch) -> Iterator[set]:
+    """The connections this test's refusals linger on; each must be let go by the end."""
+    connections: set = set()
+    monkeypatch.setattr(base, "_lingering", connections)
+    yield connections
+    io_loop.run_sync(lambda: wait_until(lambda: not connections))
+
+
 @pytest.fixture
 def port(http_server, http_port) -> int:
     """The port of the app's test server, for clients that speak HTTP over a plain socket."""
@@ -99,13 +110,30 @@ def upload_head(headers: dict[str, str]) -> bytes:
 
 async def raw_post(port: int, headers: dict[str, str], body: bytes = b""):
     """POST /matches/upload from a plain socket; returns (status, headers, JSON error)."""
-    answer = await asyncio.get_running_loop().run_in_executor(
-        None, raw_exchange, port, upload_head(headers), body
-    )
+    return parse_answer(await in_thread(raw_exchange, port, upload_head(headers), body))
+
+
+def send_then_read(port: int, head: bytes, body: bytes) -> bytes:
+    """Sends the whole request, then reads the answer until the server closes, as browsers
+    and most HTTP libraries do (they read only once they have sent everything). A reset
+    connection fails, on the send or on the read."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = bytearray()
+        while data := sock.recv(65536):
+            answer += data
+    return bytes(answer)
+
+
+def parse_answer(answer: bytes) -> tuple[int, dict[str, str], dict]:
     header_block, _, document = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
     answer_headers = dict(line.split(": ", 1) for line in header_lines)
     return int(status_line.split()[1]), answer_headers, json.loads(document)
+
+
+async def in_thread(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 @pytest.mark.gen_test
@@ -333,3 +361,163 @@ async def test_a_client_leaving_mid_upload_leaves_nothing(
     await wait_until(lambda: files_in(upload_dir) == [])
     assert await list_matches(http_client, base_url) == []
     assert inference.attempts == 0
+
+
+# A refusal answered while the client still sends its body: the server reads and drops the
+# rest (lingering close), so that the client, reading only once it has sent everything,
+# gets the answer rather than a reset connection.
+
+# Far more than the kernel's socket buffers take in on loopback, well within LINGER_MAX_BYTES.
+LARGE_BODY_BYTES = 24 * 2**20
+
+
+def file_start(content: bytes) -> bytes:
+    """The start of a form whose `file` field begins with `content` (the rest follows)."""
+    return part("file", b"", "notes.mp4").removesuffix(b"\r\n") + content
+
+
+@pytest.mark.gen_test
+async def test_a_large_non_video_sent_whole_gets_its_415(http_client, base_url, port, upload_dir):
+    """A 24 MiB text file sent without `Expect: 100-continue`: 415, read after the send."""
+    body = file_start(b"just some notes, not a video\n" * (LARGE_BODY_BYTES // 29))
+    head = upload_head({"Content-Length": str(len(body))})
+
+    status, headers, error = parse_answer(await in_thread(send_then_read, port, head, body))
+
+    assert status == 415
+    assert error["message"].startswith("file: not a video")
+    assert headers["Connection"] == "close"
+    assert files_in(upload_dir) == []
+    assert await list_matches(http_client, base_url) == []
+
+
+@pytest.mark.config(MAX_UPLOAD_BYTES="4KiB")
+@pytest.mark.gen_test
+async def test_an_oversize_content_length_sent_whole_gets_its_413(
+    http_client, base_url, port, upload_dir
+):
+    """A Content-Length over the limit, the body sent anyway: 413, read after the send."""
+    body = file_start(bytes(LARGE_BODY_BYTES))
+    head = upload_head({"Content-Length": str(len(body))})
+
+    status, _, error = parse_answer(await in_thread(send_then_read, port, head, body))
+
+    assert status == 413
+    assert error["message"] == "file: larger than the upload limit of 4096 bytes"
+    assert files_in(upload_dir) == []
+    assert await list_matches(http_client, base_url) == []
+
+
+@pytest.mark.config(MAX_UPLOAD_BYTES="4KiB")
+@pytest.mark.gen_test
+async def test_a_chunked_body_growing_past_the_limit_sent_whole_gets_its_413(port, upload_dir):
+    """The same for a chunked body refused midway."""
+    body = file_start(SAMPLE_MP4.read_bytes() + bytes(LARGE_BODY_BYTES))
+    step = 1 << 20
+    chunked = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + step]), body[i : i + step])
+        for i in range(0, len(body), step)
+    )
+    chunked += b"0\r\n\r\n"
+    head = upload_head({"Transfer-Encoding": "chunked"})
+
+    status, _, error = parse_answer(await in_thread(send_then_read, port, head, chunked))
+
+    assert status == 413
+    assert error["message"] == "file: larger than the upload limit of 4096 bytes"
+    assert files_in(upload_dir) == []
+
+
+def send_until_cut_off(port: int, head: bytes, limit: int) -> tuple[int, Exception | None]:
+    """Sends the head, then zeros without end (up to `limit` bytes), never reading.
+
+    Returns how many bytes of body were sent, and the error that stopped the sending.
+    """
+    zeros = bytes(1 << 20)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            while sent < limit:
+                sent += sock.send(zeros)
+        except (BrokenPipeError, ConnectionResetError) as error:
+            return sent, error
+    return sent, None
+
+
+@pytest.mark.gen_test
+async def test_a_client_sending_past_the_linger_cap_is_cut_off(
+    port, upload_dir, lingering, monkeypatch
+):
+    """The server stops reading a refused body after LINGER_MAX_BYTES and closes."""
+    monkeypatch.setattr(base, "LINGER_MAX_BYTES", 4 * 2**20)
+    monkeypatch.setattr(base, "LINGER_MAX_SECONDS", 60.0)  # the byte cap ends it
+    head = upload_head({"Content-Length": str(2**40)}) + file_start(b"%PDF-1.7\n" * 1000)
+
+    sent, error = await in_thread(send_until_cut_off, port, head, 2**30)
+
+    assert isinstance(error, (BrokenPipeError, ConnectionResetError))
+    assert sent < 2**30
+    assert files_in(upload_dir) == []
+    await wait_until(lambda: not lingering)
+
+
+def silent_after_refusal(port: int, head: bytes) -> tuple[bytes, bytes]:
+    """Sends a request that is refused before its end, then sends nothing more but keeps
+    the connection open. Returns the answer and what follows it until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = bytearray()
+        while b"}" not in answer:
+            answer += sock.recv(65536)
+        # The server half-closes after its answer (EOF here), then closes once it gives up
+        # waiting for the rest of the body: a reset, as the body was never finished.
+        rest = bytearray()
+        with contextlib.suppress(ConnectionResetError):
+            while data := sock.recv(65536):
+                rest += data
+        return bytes(answer), bytes(rest)
+
+
+@pytest.mark.gen_test
+async def test_a_refused_client_gone_silent_is_let_go_after_the_linger_time(
+    port, upload_dir, lingering, monkeypatch
+):
+    """A client that neither sends nor closes holds the connection LINGER_MAX_SECONDS."""
+    monkeypatch.setattr(base, "LINGER_MAX_SECONDS", 0.2)
+    head = upload_head({"Content-Length": str(2**30)}) + file_start(b"%PDF-1.7\n" * 1000)
+
+    answer, rest = await in_thread(silent_after_refusal, port, head)
+
+    assert parse_answer(answer)[0] == 415
+    assert rest == b""
+    await wait_until(lambda: not lingering)
+    assert files_in(upload_dir) == []
+
+
+def refused_before_body(port: int, head: bytes) -> tuple[bytes, socket.socket]:
+    """Sends only the head and reads the answer until the server closes, keeping its own
+    end open (so that the server cannot be waiting for this client to close)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(head)
+    answer = bytearray()
+    while data := sock.recv(65536):
+        answer += data
+    return bytes(answer), sock
+
+
+@pytest.mark.config(MAX_UPLOAD_BYTES="4KiB")
+@pytest.mark.gen_test
+async def test_a_client_expecting_100_continue_is_answered_and_closed_at_once(
+    port, upload_dir, lingering
+):
+    """Refused before it was told to continue, the client sends no body: no lingering."""
+    head = upload_head({"Content-Length": str(2**30), "Expect": "100-continue"})
+
+    answer, sock = await in_thread(refused_before_body, port, head)
+    try:
+        assert parse_answer(answer)[0] == 413
+        assert not lingering
+    finally:
+        sock.close()
+    assert files_in(upload_dir) == []
