@@ -42,6 +42,9 @@ class UploadHandler(StreamedBodyHandler):
             )
         except intake.Refused as refusal:
             raise http_error(refusal) from None
+        except OSError as error:
+            log.error("could not store an upload: %s", error)
+            raise tornado.web.HTTPError(503, "file: cannot be stored now") from None
 
     async def data_received(self, chunk: bytes) -> None:
         if self.intake is None:  # not a POST, or already refused

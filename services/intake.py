@@ -21,6 +21,7 @@ from services.partial_uploads import PartialUpload, UploadFolder
 
 FILE_FIELD = "file"
 TITLE_FIELD = "title"
+BOUNDARY_MAX_CHARS = 200
 TITLE_MAX_CHARS = 200
 ORIGINAL_NAME_MAX_CHARS = 255
 
@@ -104,7 +105,15 @@ class UploadIntake:
                 "Content-Type: expected multipart/form-data with a boundary, "
                 "the video in a field named `file`"
             )
-        return cls(boundary, await folder.receive(), max_file_bytes)
+        # RFC 2046 5.1.1 allows 70 characters; python-multipart refuses more than 256.
+        if len(boundary) > BOUNDARY_MAX_CHARS:
+            raise BadForm(f"Content-Type: boundary longer than {BOUNDARY_MAX_CHARS} characters")
+        file = await folder.receive()
+        try:
+            return cls(boundary, file, max_file_bytes)
+        except BaseException:
+            await file.discard()
+            raise
 
     async def feed(self, chunk: bytes) -> None:
         """Parses the next piece of the body and queues the file's bytes for the disk."""

@@ -328,8 +328,23 @@ async def test_a_non_video_is_refused_before_the_whole_body_is_sent(port, upload
         (video_form().removesuffix(f"--{BOUNDARY}--\r\n".encode()), MULTIPART, "body: the"),
         (b'{"file": "x"}', {"Content-Type": "application/json"}, "Content-Type: expected"),
         (b"garbage", MULTIPART, "body: not a valid multipart form"),
+        (
+            b"x",
+            {"Content-Type": "multipart/form-data; boundary=" + "b" * 300},
+            "Content-Type: boundary longer than 200",
+        ),
     ],
-    ids=["missing", "empty", "twice", "long-title", "nul-title", "truncated", "json", "garbage"],
+    ids=[
+        "missing",
+        "empty",
+        "twice",
+        "long-title",
+        "nul-title",
+        "truncated",
+        "json",
+        "garbage",
+        "long-boundary",
+    ],
 )
 @pytest.mark.gen_test
 async def test_bad_forms_are_refused_naming_the_field(
