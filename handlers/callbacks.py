@@ -42,7 +42,8 @@ class CallbackHandler(JsonBodyHandler):
             )
         body = self.json_body(self.schema_name)
         try:
-            applied = await self.apply(match_id, self._run(body), body)
+            # Lower case, as ids are everywhere else (the update's `matchId` comes from here).
+            applied = await self.apply(match_id.lower(), self._run(body), body)
         except MatchNotFound:
             raise self.not_found() from None
         except StaleRun as error:
@@ -70,9 +71,7 @@ class CallbackHandler(JsonBodyHandler):
         try:
             return str(uuid.UUID(str(run)))
         except ValueError:
-            raise tornado.web.HTTPError(
-                409, "analysis_id: %r is not an analysis run", run
-            ) from None
+            raise tornado.web.HTTPError(400, "analysis_id: expected a UUID") from None
 
 
 class ProgressHandler(CallbackHandler):

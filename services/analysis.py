@@ -32,6 +32,7 @@ EVENT_TYPES = frozenset(
     ]
 )
 LEGACY_EVENT_TYPES = {"CELEBRATE": "CELEBRATION"}
+STAGE_MAX_CHARS = 200
 
 
 class MatchNotFound(LookupError):
@@ -111,11 +112,12 @@ PLAIN_MATCH_FIELDS = {
 
 
 def match_values(body: dict[str, Any]) -> dict[str, Any]:
-    values = {column: body[key] for key, column in PLAIN_MATCH_FIELDS.items() if key in body}
-    if body.get("duration") is not None:
-        values["duration"] = max(body["duration"], 0.0)
-    if "summary" in body:
-        values["summary"] = cut(body["summary"], 5000)
+    """The match's columns that `complete` sets; those the body leaves out are emptied, so
+    that a second, different `complete` leaves no mix of the two."""
+    values: dict[str, Any] = {column: body.get(key) for key, column in PLAIN_MATCH_FIELDS.items()}
+    duration = body.get("duration")
+    values["duration"] = None if duration is None else max(duration, 0.0)
+    values["summary"] = cut(body.get("summary"), 5000)
     if body.get("videoUrl"):
         values["upload_url"] = body["videoUrl"]
     return values
@@ -129,9 +131,9 @@ class Analysis:
         self.live = live
 
     async def progress(self, match_id: str, run: str | None, body: dict[str, Any]) -> bool:
-        """Stores progress (or failure, for -1); False when ignored (match COMPLETED)."""
-        stage = body.get("stage")
-        if body["progress"] < 0:
+        """Stores progress (or failure, for -1); False when ignored (the run has ended)."""
+        stage = cut(body.get("stage"), STAGE_MAX_CHARS)
+        if body["progress"] <= -1:
             return await self._failed_in_engine(match_id, run, stage)
         progress = round(clamp(body["progress"], 0, 100))
         async with self.db.connection() as conn:

@@ -30,8 +30,13 @@ from store.tables import emotion_scores, events, highlights, matches
 
 
 def _open_to_reports(named_run: bool):
-    """The match, unless COMPLETED, and only while the named run (if any) is its current one."""
-    condition = and_(matches.c.id == bindparam("match_id"), matches.c.status != "COMPLETED")
+    """The match, unless its run has ended (COMPLETED or FAILED: a report arriving after the
+    end is a straggler), and only while the named run (if any) is its current one."""
+    condition = and_(
+        matches.c.id == bindparam("match_id"),
+        matches.c.status != "COMPLETED",
+        matches.c.status != "FAILED",
+    )
     if named_run:
         condition = and_(condition, matches.c.analysis_id == bindparam("analysis_id"))
     return condition

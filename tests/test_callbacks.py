@@ -245,6 +245,45 @@ async def test_complete_twice_keeps_one_copy(api, create_match):
 
 
 @pytest.mark.gen_test
+async def test_a_second_different_complete_replaces_every_field_of_the_first(api, create_match):
+    """Guards against a mix of two reports: fields the second leaves out are emptied."""
+    match = await create_match()
+    await api.post(f"/matches/{match['id']}/complete", complete_body())
+    await api.post(f"/matches/{match['id']}/complete", {"events": [], "summary": "again"})
+    detail = (await api.get(f"/matches/{match['id']}")).json
+    assert detail["summary"] == "again"
+    assert [detail[key] for key in ("duration", "teamColors", "trackingData", "topSpeedKmh")] == [
+        None
+    ] * 4
+    assert (detail["events"], detail["highlights"], detail["emotionScores"]) == ([], [], [])
+
+
+@pytest.mark.gen_test
+async def test_callbacks_on_an_upper_case_id_announce_the_lower_case_one(
+    api, create_match, published
+):
+    match = await create_match()
+    upper = match["id"].upper()
+    assert (await api.post(f"/matches/{upper}/progress", {"progress": 30})).code == 201
+    assert (await api.post(f"/matches/{upper}/live-event", {"timestamp": 1})).code == 201
+    assert [(match_id, data["matchId"]) for match_id, _, data in published] == [
+        (match["id"], match["id"])
+    ] * 2
+
+
+@pytest.mark.gen_test
+async def test_progress_between_minus_one_and_zero_is_zero_and_a_long_stage_is_cut(
+    api, create_match
+):
+    """Only -1 means failure (the contract); the stage has no limit there, so it is cut."""
+    match = await create_match()
+    body = {"progress": -0.4, "stage": "s" * 300}
+    assert (await api.post(f"/matches/{match['id']}/progress", body)).code == 201
+    detail = (await api.get(f"/matches/{match['id']}")).json
+    assert (detail["status"], detail["progress"], len(detail["stage"])) == ("PROCESSING", 0, 200)
+
+
+@pytest.mark.gen_test
 async def test_complete_video_url_replaces_upload_url(api, create_match):
     match = await create_match()
     await api.post(f"/matches/{match['id']}/complete", complete_body(videoUrl="/uploads/new.mp4"))
@@ -287,7 +326,7 @@ async def test_callback_naming_another_run_is_refused(api, create_match):
     response = await api.post(
         f"/matches/{match['id']}/progress", {"progress": 5}, headers={"X-Analysis-Id": "nope"}
     )
-    assert_error(response, 409, "analysis_id")
+    assert_error(response, 400, "analysis_id: expected a UUID")
     assert results_of(await api.get(f"/matches/{match['id']}")) == NO_RESULTS
     current = match["analysis_id"]
     response = await api.post(

@@ -79,6 +79,19 @@ async def test_late_progress_or_failure_after_complete_changes_nothing(api, crea
 
 
 @pytest.mark.gen_test
+async def test_late_progress_after_the_engine_failed_the_run_changes_nothing(api, create_match, db):
+    """A run the engine reported failed stays FAILED: a straggling progress does not bring
+    it back to PROCESSING, where nothing would ever end it."""
+    match = await create_match()
+    assert (await api.post(f"/matches/{match['id']}/progress", {"progress": -1})).code == 201
+    before = await match_row(db, match["id"])
+    response = await api.post(f"/matches/{match['id']}/progress", {"progress": 40})
+    assert (response.code, response.json) == (201, {"ok": True, "ignored": True})
+    assert await match_row(db, match["id"]) == before
+    assert before["status"] == "FAILED"
+
+
+@pytest.mark.gen_test
 async def test_old_runs_reports_leave_the_new_runs_hand_off_queued(
     api, create_match, inference, db
 ):
