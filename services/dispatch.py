@@ -25,7 +25,7 @@ from services import faults
 from services.config import Config
 from services.live import LiveUpdates
 from store import jobs
-from store.db import Database, Row
+from store.db import CONNECT_TIMEOUT, Database, Row
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Dispatcher:
         while not self._stopping:
             try:
                 async with aiopg.connect(
-                    self.db.dsn, enable_hstore=False, enable_uuid=False
+                    self.db.dsn, timeout=CONNECT_TIMEOUT, enable_hstore=False, enable_uuid=False
                 ) as conn:
                     async with conn.cursor() as cursor:
                         await cursor.execute(f"LISTEN {jobs.CHANNEL}")
