@@ -53,8 +53,11 @@ async def server_process(database_url: str, **env: str) -> AsyncIterator[tuple[s
             "DATABASE_URL": database_url,
             "PORT": str(port),
             "UPLOAD_DIR": uploads,
+            # No engine: each job is tried once, then waits (the match is not FAILED, which
+            # would make it ignore the benchmark's progress callbacks).
             "INFERENCE_URL": f"http://127.0.0.1:{free_port()}",
-            "DISPATCH_MAX_ATTEMPTS": "1",
+            "DISPATCH_BACKOFF_SECONDS": "3600",
+            "DISPATCH_MAX_SECONDS": "86400",
             "LOG_LEVEL": "ERROR",
             **env,
         }
