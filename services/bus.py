@@ -157,14 +157,14 @@ class RedisBus:
         (returns). After a heartbeat of silence it pings; a second one without an answer
         means the connection is dead even if the socket does not say so."""
         broken = asyncio.ensure_future(self._broken.wait())
+        reading: asyncio.Future | None = None
         pinged = False
         try:
             while True:
                 reading = asyncio.ensure_future(pubsub.get_message(timeout=self._heartbeat))
                 await asyncio.wait({reading, broken}, return_when=asyncio.FIRST_COMPLETED)
                 if broken.done():
-                    reading.cancel()  # the connection is dropped with the subscription
-                    return
+                    return  # the read is cancelled below; the connection goes with it
                 message = reading.result()
                 if message is None:
                     if pinged:
@@ -177,7 +177,11 @@ class RedisBus:
                     channel = message["channel"].decode()
                     on_message(channel.removeprefix(CHANNEL_PREFIX), message["data"])
         finally:
+            # Also when the bus closes: a read left behind would fail on the closed
+            # connection with nobody to hear it.
             broken.cancel()
+            if reading is not None:
+                reading.cancel()
 
     def _keep_unsent(self, match_id: str, message: bytes) -> None:
         """Keeps the newest message of the match (one is enough: it carries the number)."""
