@@ -8,11 +8,13 @@ import logging
 import re
 import socket
 import sys
+import time
 from asyncio import Future
 from collections.abc import Awaitable
 from typing import Any
 
 import orjson
+import tornado.ioloop
 import tornado.iostream
 import tornado.web
 
@@ -200,10 +202,40 @@ class StreamedBodyHandler(APIHandler):
             len(declared) > 18 or int(declared) > limit
         ):
             raise refusal
+        self.body_arriving()
+        self._watch_for_stall(self.config.body_idle_seconds)
+
+    def body_arriving(self) -> None:
+        """Call from `data_received`: the body is still coming (see BODY_IDLE_SECONDS)."""
+        self._last_arrival = time.monotonic()
 
     def body_received(self) -> None:
         """Call first in the method: the whole body has arrived."""
         self.receiving = False
+
+    def _watch_for_stall(self, seconds: float) -> None:
+        """Closes the connection once the body has not moved for `seconds`: a client that
+        stalls mid-body would otherwise hold its connection (and an upload's temp file)
+        for as long as it likes. Checked once per period, not re-armed per chunk."""
+        loop = tornado.ioloop.IOLoop.current()
+
+        def check() -> None:
+            if not self.receiving or self.request.connection.stream.closed():
+                return  # the body came, or the connection is over already
+            stalled = time.monotonic() - self._last_arrival
+            if stalled < seconds:
+                loop.call_later(seconds - stalled, check)
+                return
+            log.info(
+                "closing a request whose body stalled for %.0f s: %s %s from %s",
+                stalled,
+                self.request.method,
+                self.request.path,
+                self.request.remote_ip,
+            )
+            self.request.connection.close()
+
+        loop.call_later(seconds, check)
 
     def refuse_midway(self, error: tornado.web.HTTPError) -> None:
         self._answered_midway = True
@@ -257,6 +289,7 @@ class JsonBodyHandler(StreamedBodyHandler):
     def data_received(self, chunk: bytes) -> None:
         if self._chunks is None:  # refused already
             return
+        self.body_arriving()
         self._size += len(chunk)
         if self._size > self._limit:
             self._chunks = None

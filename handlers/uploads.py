@@ -49,6 +49,7 @@ class UploadHandler(StreamedBodyHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self.intake is None:  # not a POST, or already refused
             return
+        self.body_arriving()
         try:
             await self.intake.feed(chunk)
         except (intake.Refused, OSError) as error:

@@ -191,6 +191,13 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_float,
         "how long in-flight requests may run after SIGTERM",
     ),
+    Setting(
+        "BODY_IDLE_SECONDS",
+        "60",
+        _positive_float,
+        "how long a request body (an upload, say) may stall, no byte arriving, before the "
+        "connection is closed",
+    ),
     Setting("DB_POOL_SIZE", "10", _positive_int, "PostgreSQL connections per process"),
     Setting("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -216,6 +223,7 @@ class Config:
     dispatch_lease_seconds: float
     dispatch_poll_seconds: float
     shutdown_grace_seconds: float
+    body_idle_seconds: float
     db_pool_size: int
     log_level: str
 

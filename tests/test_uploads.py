@@ -536,3 +536,23 @@ async def test_a_client_expecting_100_continue_is_answered_and_closed_at_once(
     finally:
         sock.close()
     assert files_in(upload_dir) == []
+
+
+@pytest.mark.config(BODY_IDLE_SECONDS="0.3")
+@pytest.mark.gen_test
+async def test_an_upload_that_stalls_is_cut_off_and_leaves_nothing(
+    http_client, base_url, port, upload_dir
+):
+    """Guards against a client that stops sending mid-upload holding its connection and
+    temp file for ever (enough of them exhaust the process's descriptors)."""
+    body = video_form()
+    head = upload_head({"Content-Length": str(len(body))})
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + body[: len(body) // 2])
+    await writer.drain()
+    await wait_until(lambda: files_in(upload_dir))  # its temp file is there
+
+    assert await reader.read() == b""  # then the server closes, without an answer
+    writer.close()
+    await wait_until(lambda: not files_in(upload_dir))
+    assert await list_matches(http_client, base_url) == []
