@@ -191,6 +191,8 @@ class StreamedBodyHandler(APIHandler):
     # True from `receive()` until the method starts (`body_received()`): an answer given
     # meanwhile leaves the rest of the body unread.
     receiving = False
+    # The next look at whether the body stalled (see `_watch_for_stall`).
+    _stall_check: object | None = None
 
     def receive(self, limit: int, refusal: tornado.web.HTTPError) -> None:
         self.request.connection.set_max_body_size(sys.maxsize)
@@ -212,6 +214,20 @@ class StreamedBodyHandler(APIHandler):
     def body_received(self) -> None:
         """Call first in the method: the whole body has arrived."""
         self.receiving = False
+        self._stop_watching()
+
+    def on_finish(self) -> None:
+        self._stop_watching()
+
+    def on_connection_close(self) -> None:
+        self._stop_watching()
+        super().on_connection_close()
+
+    def _stop_watching(self) -> None:
+        # The pending check holds the handler, and with it the body, until it runs.
+        if self._stall_check is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._stall_check)
+            self._stall_check = None
 
     def _watch_for_stall(self, seconds: float) -> None:
         """Closes the connection once the body has not moved for `seconds`: a client that
@@ -220,11 +236,12 @@ class StreamedBodyHandler(APIHandler):
         loop = tornado.ioloop.IOLoop.current()
 
         def check() -> None:
+            self._stall_check = None
             if not self.receiving or self.request.connection.stream.closed():
                 return  # the body came, or the connection is over already
             stalled = time.monotonic() - self._last_arrival
             if stalled < seconds:
-                loop.call_later(seconds - stalled, check)
+                self._stall_check = loop.call_later(seconds - stalled, check)
                 return
             log.info(
                 "closing a request whose body stalled for %.0f s: %s %s from %s",
@@ -235,7 +252,7 @@ class StreamedBodyHandler(APIHandler):
             )
             self.request.connection.close()
 
-        loop.call_later(seconds, check)
+        self._stall_check = loop.call_later(seconds, check)
 
     def refuse_midway(self, error: tornado.web.HTTPError) -> None:
         self._answered_midway = True
@@ -284,7 +301,9 @@ class JsonBodyHandler(StreamedBodyHandler):
         self._limit = self.max_body_bytes()
         self._chunks = []
         self._size = 0
-        self.receive(self._limit, self._too_large())
+        # A preflight (OPTIONS), or a GET sent to such a route, brings no body to wait for.
+        if self.request.method in ("POST", "PUT", "PATCH"):
+            self.receive(self._limit, self._too_large())
 
     def data_received(self, chunk: bytes) -> None:
         if self._chunks is None:  # refused already

@@ -48,11 +48,11 @@ def upload_name(url: str | None) -> str | None:
     """The name in UPLOAD_DIR that a `/uploads/<name>` URL serves, normalised (`a/./b` is
     `a/b`, `%20` a space); None for any other URL, and for names that leave the folder or are
     hidden (temp files of uploads in progress), which are never served either."""
-    if not url:
+    # Only the service's own relative URLs: an absolute one (a URL intake's remote video,
+    # say) names a file elsewhere, whatever its path looks like.
+    if not url or not url.startswith(URL_PREFIX):
         return None
     path = unquote(urlsplit(url).path)
-    if not path.startswith(URL_PREFIX):
-        return None
     name = posixpath.normpath(path.removeprefix(URL_PREFIX))
     parts = PurePosixPath(name).parts
     if not parts or name.startswith("/") or "\0" in name:

@@ -1,5 +1,6 @@
 """The matches API: list, detail, stats, reanalyze, delete, URL intake, CORS and errors."""
 
+import asyncio
 import uuid
 
 import psycopg2.extensions
@@ -186,22 +187,30 @@ async def test_delete_keeps_files_another_match_still_refers_to(api, services, u
 
 
 @pytest.mark.gen_test
-async def test_reanalyze_removes_the_old_outputs_and_keeps_the_video(api, services, upload_dir):
-    (upload_dir / "video.mp4").write_bytes(b"video")
-    (upload_dir / "reel.mp4").write_bytes(b"old reel")
-    (upload_dir / "clip.mp4").write_bytes(b"old clip")
-    match = await services.matches.create_from_upload("video.mp4", None, None)
-    await api.post(
-        f"/matches/{match['id']}/complete",
-        {
-            "events": [],
-            "highlightReelUrl": "/uploads/reel.mp4",
-            "thumbnailUrl": "/uploads/video.mp4",
-            "highlights": [{"startTime": 1, "endTime": 2, "videoUrl": "/uploads/clip.mp4"}],
-        },
+async def test_deleting_a_url_intake_leaves_local_files_its_remote_url_resembles(
+    api, services, upload_dir
+):
+    """Guards against taking a remote URL's path for a file of ours."""
+    (upload_dir / "foo.mp4").write_bytes(b"someone else's video")
+    match = await services.matches.create_from_url(
+        "https://cdn.test/uploads/foo.mp4", None, None, None
     )
-    assert (await api.post(f"/matches/{match['id']}/reanalyze")).code == 200
-    assert sorted(path.name for path in upload_dir.iterdir()) == ["video.mp4"]
+    assert (await api.request("DELETE", f"/matches/{match['id']}")).code == 200
+    assert (upload_dir / "foo.mp4").exists()
+
+
+@pytest.mark.gen_test
+async def test_a_preflight_on_a_json_body_route_keeps_its_connection(http_server, http_port):
+    """Guards against treating a preflight as a body refused half-way (closed, lingering)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    writer.write(
+        b"OPTIONS /matches/youtube HTTP/1.1\r\nHost: localhost\r\n"
+        b"Origin: http://localhost:3000\r\nAccess-Control-Request-Method: POST\r\n\r\n"
+    )
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    writer.close()
+    assert head.startswith("HTTP/1.1 204")
+    assert "Connection: close" not in head
 
 
 @pytest.mark.gen_test
