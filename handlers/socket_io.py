@@ -10,7 +10,6 @@ long-polling with upgrade); browsers' origins are checked against CORS_ORIGIN.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 
 import psycopg2
@@ -35,9 +34,7 @@ class SocketIOEndpoint:
         self.live = live
         # python-socketio runs each event in a task of its own: a client's joins, leaves and
         # disconnect take turns on its lock, so that they apply in the order it sent them.
-        self._turns: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
-            asyncio.Lock
-        )
+        self._turns: dict[str, asyncio.Lock] = {}
         self.server = socketio.AsyncServer(
             async_mode="tornado",
             cors_allowed_origins=lambda origin: (
@@ -130,7 +127,7 @@ class SocketIOEndpoint:
 
     async def join_match(self, sid: str, match_id: object = None, *_: object) -> dict:
         """Any number of arguments is answered: the first is the match id, if any."""
-        async with self._turns[sid]:
+        async with self._turn(sid):
             await self._join(sid, match_id)
         return {"event": "joined", "data": match_id}
 
@@ -169,17 +166,23 @@ class SocketIOEndpoint:
 
     async def leave_match(self, sid: str, match_id: object = None, *_: object) -> None:
         key = match_key(match_id)
-        async with self._turns[sid]:
+        async with self._turn(sid):
             if key is not None and key in self.server.rooms(sid):
                 await self.server.leave_room(sid, key)
                 self.live.leave(key, self)
 
     async def disconnected(self, sid: str, reason: str) -> None:
-        async with self._turns[sid]:
+        # Taken out first: an event of this client's that starts later finds it gone.
+        async with self._turns.pop(sid, None) or asyncio.Lock():
             for room in self.server.rooms(sid):
                 if room != sid:
                     self.live.leave(room, self)
-        self._turns.pop(sid, None)
+
+    def _turn(self, sid: str) -> asyncio.Lock:
+        """The client's lock; a client already gone has no turns left to keep in order."""
+        if not self._connected(sid):
+            return asyncio.Lock()
+        return self._turns.setdefault(sid, asyncio.Lock())
 
     def _connected(self, sid: str) -> bool:
         return self.server.manager.is_connected(sid, NAMESPACE)
