@@ -185,7 +185,7 @@ class Analysis:
                 emotion_rows=emotion_rows,
                 match_values=match_values(body),
             )
-            await jobs.end_dispatch(conn, match_id, current)
+            await jobs.end_dispatch(conn, match_id, current, named_run=run is not None)
         await self.live.publish(match_id, "progress", {"matchId": match_id, "progress": 100})
         await self.live.publish(
             match_id,

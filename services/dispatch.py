@@ -42,6 +42,8 @@ class Failure:
 
     reason: str
     final: bool = False
+    # No answer in time: the engine may have taken the job all the same.
+    unanswered: bool = False
 
 
 class Dispatcher:
@@ -170,7 +172,7 @@ class Dispatcher:
             else:
                 # Up to the claim by the database's clock, then by this process's monotonic one.
                 elapsed = job["elapsed"] + time.monotonic() - started
-                await self._failed_attempt(job, failure.reason, elapsed)
+                await self._failed_attempt(job, failure, elapsed)
         except (psycopg2.Error, OSError) as error:
             # The job stays claimed: it is sent again when the lease runs out.
             log.warning("dispatch of match %s interrupted: %s", job["match_id"], error)
@@ -186,7 +188,11 @@ class Dispatcher:
             ) as response:
                 await response.read()  # so that the connection can be reused
         except TimeoutError:
-            reason = f"no answer within {_seconds(self.config.dispatch_timeout_seconds)}"
+            return Failure(
+                f"inference engine unreachable at {self.analyze_url}: no answer within "
+                f"{_seconds(self.config.dispatch_timeout_seconds)}",
+                unanswered=True,
+            )
         except OSError as error:
             reason = (os.strerror(error.errno) if error.errno else str(error)).lower()
         except aiohttp.ClientError as error:
@@ -203,7 +209,7 @@ class Dispatcher:
             return Failure(f"inference engine at {self.analyze_url} answered HTTP {status}")
         return Failure(f"inference engine unreachable at {self.analyze_url}: {reason}")
 
-    async def _failed_attempt(self, job: Row, reason: str, elapsed: float) -> None:
+    async def _failed_attempt(self, job: Row, failure: Failure, elapsed: float) -> None:
         """Retries later, unless that would pass DISPATCH_MAX_ATTEMPTS or DISPATCH_MAX_SECONDS
         (counted from the job's first attempt)."""
         attempts = job["attempts"]
@@ -215,13 +221,18 @@ class Dispatcher:
             and elapsed + delay <= self.config.dispatch_max_seconds
         ):
             async with self.db.connection() as conn:
-                await jobs.retry_later(conn, job, delay, reason)
+                await jobs.retry_later(
+                    conn, job, delay, failure.reason, unanswered=failure.unanswered
+                )
             log.info(
-                "match %s not handed over (%s); retry in %.1f s", job["match_id"], reason, delay
+                "match %s not handed over (%s); retry in %.1f s",
+                job["match_id"],
+                failure.reason,
+                delay,
             )
             return
-        failure = f"{reason}, {attempts} attempt{'s' * (attempts != 1)} over {_seconds(elapsed)}"
-        await self._give_up(job, failure)
+        attempts_text = f"{attempts} attempt{'s' * (attempts != 1)}"
+        await self._give_up(job, f"{failure.reason}, {attempts_text} over {_seconds(elapsed)}")
 
     async def _give_up(self, job: Row, failure: str) -> None:
         """Marks the run FAILED, unless it is no longer current or its job no longer ours (a

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Float,
     Integer,
     Interval,
@@ -100,6 +101,7 @@ _RETRY_LATER = (
         claimed_until=None,
         last_error=bindparam("error"),
         next_attempt_at=func.now() + bindparam("delay", type_=Interval),
+        maybe_taken=or_(dispatch_jobs.c.maybe_taken, bindparam("unanswered", type_=Boolean)),
     )
 )
 
@@ -138,22 +140,32 @@ _FINISH_FAILED = _finish(
 )
 
 
-def handed_over(match_id: ColumnElement, analysis_id: ColumnElement) -> Delete:
+def handed_over(match_id: ColumnElement, analysis_id: ColumnElement, named_run: bool) -> Delete:
     """Deletes the pending hand-off of that run: the engine reported on it, so it has the job.
 
     For the statements of callbacks, which learn the run as they apply the report. A sender
     holding the job at that moment then finds it gone, and its finish or retry changes nothing.
-    A job never sent stays: the report cannot come from it (an engine that names no run may
-    still be reporting on the run before a reanalyze).
+    A job never sent stays: the report cannot come from it. A report that names no run may
+    also come from the run before a reanalyze, so it ends the job only while the engine may
+    have it (being sent, or an attempt left unanswered), not one the engine refused.
     """
+    may_have_it = dispatch_jobs.c.first_attempt_at.is_not(None)
+    if not named_run:
+        may_have_it = and_(
+            may_have_it,
+            or_(dispatch_jobs.c.maybe_taken, dispatch_jobs.c.claimed_until > func.now()),
+        )
     return delete(dispatch_jobs).where(
         dispatch_jobs.c.match_id == match_id,
         dispatch_jobs.c.analysis_id == analysis_id,
-        dispatch_jobs.c.first_attempt_at.is_not(None),
+        may_have_it,
     )
 
 
-_HANDED_OVER = handed_over(bindparam("match_id"), bindparam("analysis_id"))
+_HANDED_OVER = {
+    named_run: handed_over(bindparam("match_id"), bindparam("analysis_id"), named_run)
+    for named_run in (False, True)
+}
 
 
 async def start_run(conn: Connection, match_id: str, payload: dict[str, Any]) -> str:
@@ -199,14 +211,26 @@ async def finish_failed(conn: Connection, job: Row, reason: str) -> bool:
     return bool(await conn.execute(_FINISH_FAILED, {**_ours(job), "reason": reason}))
 
 
-async def end_dispatch(conn: Connection, match_id: str, analysis_id: str) -> None:
-    """Drops the pending hand-off of a run the engine has reported on (if it was ever sent)."""
-    await conn.execute(_HANDED_OVER, {"match_id": match_id, "analysis_id": analysis_id})
+async def end_dispatch(
+    conn: Connection, match_id: str, analysis_id: str, *, named_run: bool
+) -> None:
+    """Drops the pending hand-off of a run the engine has reported on (see `handed_over`)."""
+    await conn.execute(_HANDED_OVER[named_run], {"match_id": match_id, "analysis_id": analysis_id})
 
 
-async def retry_later(conn: Connection, job: Row, delay_seconds: float, error: str) -> None:
+async def retry_later(
+    conn: Connection, job: Row, delay_seconds: float, error: str, *, unanswered: bool
+) -> None:
+    """Gives the job back until `delay_seconds` from now; `unanswered` when the attempt got
+    no answer in time (the engine may have taken the job)."""
     await conn.execute(
-        _RETRY_LATER, {**_ours(job), "error": error, "delay": timedelta(seconds=delay_seconds)}
+        _RETRY_LATER,
+        {
+            **_ours(job),
+            "error": error,
+            "delay": timedelta(seconds=delay_seconds),
+            "unanswered": unanswered,
+        },
     )
 
 

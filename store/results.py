@@ -69,7 +69,7 @@ def _progress_moved(named_run: bool) -> Select:
         )
     )
     return numbered_and_logged(moved, kind=literal("progress"), payload=payload).add_cte(
-        handed_over(moved.c.id, moved.c.analysis_id).cte("handed_over")
+        handed_over(moved.c.id, moved.c.analysis_id, named_run).cte("handed_over")
     )
 
 
@@ -83,7 +83,7 @@ def _failed(named_run: bool) -> Select:
         .cte("failed")
     )
     return select(failed.c.id).add_cte(
-        handed_over(failed.c.id, failed.c.analysis_id).cte("handed_over")
+        handed_over(failed.c.id, failed.c.analysis_id, named_run).cte("handed_over")
     )
 
 
@@ -91,7 +91,7 @@ def _reported(named_run: bool) -> Select:
     """The match's current run; ends its pending hand-off if the report is for it (a report
     naming another run ends nothing)."""
     run = select(matches.c.analysis_id).where(matches.c.id == bindparam("match_id")).cte("run")
-    ended = handed_over(bindparam("match_id"), run.c.analysis_id)
+    ended = handed_over(bindparam("match_id"), run.c.analysis_id, named_run)
     if named_run:
         ended = ended.where(run.c.analysis_id == bindparam("analysis_id"))
     return select(run.c.analysis_id).add_cte(ended.cte("handed_over"))

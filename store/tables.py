@@ -2,6 +2,7 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -134,6 +135,8 @@ dispatch_jobs = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # A claim is a lease: a process that dies mid-send loses it when it expires.
     Column("claimed_until", DateTime(timezone=True)),
+    # An attempt got no answer in time: the engine may have taken the job all the same.
+    Column("maybe_taken", Boolean, nullable=False, server_default=text("false")),
     Column("last_error", Text),
     _created_at(),
     Index("dispatch_jobs_next_attempt_at_idx", "next_attempt_at"),

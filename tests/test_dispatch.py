@@ -295,3 +295,28 @@ async def test_a_send_under_way_when_the_engine_reports_does_not_fail_the_match(
     row = await match_row(db, match["id"])
     assert (row["status"], row["progress"], row["failure_reason"]) == ("PROCESSING", 10, None)
     assert all(update[2].get("progress") != -1 for update in published)
+
+
+@pytest.mark.gen_test
+@pytest.mark.config(DISPATCH_BACKOFF_SECONDS="60")
+async def test_a_report_naming_no_run_leaves_a_hand_off_the_engine_refused(
+    api, create_match, inference, db
+):
+    """Guards a reanalysis against the run before it: today's engine names no run, so its
+    late reports look like reports on the new one. The new job, refused by the engine
+    (here 503) and waiting to be retried, must stay queued, not be taken as handed over."""
+    match = await create_match()
+    await inference.wait_for_jobs(1)
+    inference.refuse_next(1, status=503)
+    assert (await api.post(f"/matches/{match['id']}/reanalyze")).code == 200
+    await inference.wait_for_attempts(2)
+    await wait_until(lambda: _waiting_for_retry(db, match["id"]))
+
+    assert (await api.post(f"/matches/{match['id']}/progress", {"progress": 40})).code == 201
+    [job] = await queued_jobs(db, match["id"])
+    assert job["attempts"] == 1
+
+
+async def _waiting_for_retry(db, match_id: str) -> bool:
+    jobs_of_match = await queued_jobs(db, match_id)
+    return bool(jobs_of_match) and jobs_of_match[0]["claimed_until"] is None

@@ -49,7 +49,7 @@ async def test_a_claim_says_how_long_since_the_first_attempt(database):
         assert again["attempts"] == 1
         assert 0 <= again["elapsed"] < 5
 
-        await jobs.retry_later(conn, again, 0, "HTTP 503")
+        await jobs.retry_later(conn, again, 0, "HTTP 503", unanswered=False)
         await _backdate(conn, "first_attempt_at", 30)
         [second] = await jobs.claim_due(conn, 10, lease_seconds=60)
         assert second["attempts"] == 2
@@ -73,7 +73,7 @@ async def test_finishing_a_job_waits_for_a_callback_that_holds_its_match(databas
             await store_matches.get_run_state(callback, match["id"], lock=True)
             finishing = asyncio.ensure_future(_finish_accepted(db, job))
             await wait_until(lambda: _waiting_on_a_lock(db))
-            await jobs.end_dispatch(callback, match["id"], match["analysis_id"])
+            await jobs.end_dispatch(callback, match["id"], match["analysis_id"], named_run=True)
         await finishing
         assert await queue_is_empty(db)
         assert (await match_row(db, match["id"]))["status"] == "UPLOADED"
