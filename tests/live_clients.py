@@ -108,11 +108,12 @@ class SocketIOWatcher:
 
 
 class FreezableProxy:
-    """A TCP proxy on loopback to `target_port` that can stop passing bytes on (`freeze`), as
-    a network that drops packets does, and pass them on again (`thaw`)."""
+    """A TCP proxy on loopback to `target` (a loopback port, or the path of a Unix socket)
+    that can stop passing bytes on (`freeze`), as a network that drops packets does, and pass
+    them on again (`thaw`)."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+    def __init__(self, target: int | str) -> None:
+        self.target = target
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -145,7 +146,10 @@ class FreezableProxy:
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
         try:
-            upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+            if isinstance(self.target, str):
+                upstream = await asyncio.open_unix_connection(self.target)
+            else:
+                upstream = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
             writer.close()
             return
