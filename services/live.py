@@ -169,15 +169,15 @@ class LiveUpdates:
         room = self._rooms.setdefault(match_id, _Room())
         room.joining += 1
         try:
-            # The state first, outside the lock (joins read it side by side): the room's
-            # cached catch-up is reused only while it is as new as the database. The room's
-            # own number is not enough to tell: it stands still while the bus is down.
-            state = await self._read_state(match_id)
-            if state is None:
-                return False
+            # A catch-up read by another join of a wave is reused only while it is as new as
+            # the database (the room's own number stands still while the bus is down). Joins
+            # that may reuse one read the match's state for that first, side by side outside
+            # the lock; a lone join reads state and log together, once.
+            shared = room.catch_up is not None or room.joining > 1
+            state = await self._read_state(match_id) if shared else None
             async with room.lock:
                 cached = room.catch_up
-                if cached is None or not cached[0].seq == state.seq == room.seq:
+                if cached is None or state is None or not cached[0].seq == state.seq == room.seq:
                     read = await self._read_run(match_id)
                     if read is None:
                         return False

